@@ -1,0 +1,260 @@
+"""The ``memstream`` command."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from streams.exceptions import MemstreamError, ValidationError
+from streams.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="memstream: durable memory for AI assistants, on a Kafka-compatible log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(help="The local stack: Kafka (KRaft) + Apicurio Registry.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Versioned Avro schemas.", no_args_is_help=True)
+topics_app = typer.Typer(help="memstream's topics.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(topics_app, name="topics")
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+# -- dev ------------------------------------------------------------------------------------
+@dev_app.command("up")
+def dev_up(
+    no_provision: Annotated[
+        bool, typer.Option("--no-provision", help="only start; skip topics and schemas")
+    ] = False,
+) -> None:
+    """Install (first run), start Kafka and the registry, create topics, register schemas."""
+    from streams.devstack.stack import DevStack
+
+    settings = _settings()
+    stack = DevStack(settings)
+    for component in stack.up(_say):
+        typer.echo(component.describe())
+    if not no_provision:
+        _provision(settings)
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop what ``dev up`` started (and only that)."""
+    from streams.devstack.stack import DevStack
+
+    DevStack(_settings()).down(_say)
+
+
+@dev_app.command("status")
+def dev_status() -> None:
+    """What runs, where, and which versions; exit 1 unless both answer."""
+    from streams.devstack.stack import DevStack
+
+    components = DevStack(_settings()).status()
+    for component in components:
+        typer.echo(component.describe())
+    if not all(c.answering for c in components):
+        raise typer.Exit(1)
+
+
+def _provision(settings: Settings) -> None:
+    from streams.admin import ensure_topics
+    from streams.registry import register_all
+
+    report = ensure_topics(settings)
+    for name in report.created:
+        _say(f"topic {name}: created")
+    if report.unchanged:
+        _say(f"topics unchanged: {len(report.unchanged)}")
+    for conflict in report.conflicts:
+        _say(f"CONFLICT {conflict}")
+    register_all(settings, progress=_say)
+    if report.conflicts:
+        raise typer.Exit(1)
+
+
+# -- topics ---------------------------------------------------------------------------------
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create missing topics; report (and exit 1 on) existing ones whose config differs."""
+    from streams.admin import ensure_topics
+
+    report = ensure_topics(_settings())
+    for name in report.created:
+        typer.echo(f"created   {name}")
+    for name in report.unchanged:
+        typer.echo(f"unchanged {name}")
+    for conflict in report.conflicts:
+        typer.echo(f"CONFLICT  {conflict}")
+    if report.conflicts:
+        raise typer.Exit(1)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """The declared topics, with their keys and configs."""
+    from streams.topics import TOPICS
+
+    settings = _settings()
+    for spec in TOPICS:
+        config = ", ".join(f"{k}={v}" for k, v in spec.config().items())
+        typer.echo(f"{settings.topic(spec.base):<24} key={spec.key_field:<15} {config}")
+
+
+# -- schemas --------------------------------------------------------------------------------
+@schemas_app.command("check")
+def schemas_check(
+    directory: Annotated[Path | None, typer.Option("--dir", help="schema folder")] = None,
+) -> None:
+    """Check each version against all earlier ones under its topic's policy (no registry)."""
+    from streams.schemas import SCHEMA_DIR, check_all, load_schema_versions
+    from streams.topics import TOPICS
+
+    folder = directory or SCHEMA_DIR
+    policies = {t.schema: t.compatibility for t in TOPICS}
+    versions = load_schema_versions(folder)
+    problems = check_all(folder, {k: v for k, v in policies.items() if k in versions})
+    for problem in problems:
+        typer.echo(f"INCOMPATIBLE {problem}")
+    if problems:
+        raise typer.Exit(1)
+    total = sum(len(v) for v in versions.values())
+    typer.echo(f"ok: {total} schema versions in {len(versions)} subjects are compatible")
+
+
+@schemas_app.command("register")
+def schemas_register() -> None:
+    """Check locally, then register every version and set each subject's compatibility."""
+    from streams.registry import register_all
+
+    schemas_check(None)
+    register_all(_settings(), progress=typer.echo)
+
+
+# -- produce / consume -----------------------------------------------------------------------
+@app.command("produce")
+def produce(
+    topic: Annotated[str, typer.Argument(help="topic, e.g. telemetry.v1")],
+    source: Annotated[str, typer.Argument(help="JSON-lines file, or - for stdin")] = "-",
+) -> None:
+    """Send JSON lines through the SDK; print a count and an error summary."""
+    from streams.producer import MemstreamProducer
+
+    sent = 0
+    errors: list[str] = []
+    with MemstreamProducer(_settings()) as producer:
+        for lineno, line in _lines(source):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                errors.append(f"line {lineno}: not JSON: {exc.msg} at column {exc.colno}")
+                continue
+            try:
+                producer.send_async(_from_json(record), topic=topic)
+                sent += 1
+            except ValidationError as exc:
+                errors.append(f"line {lineno}: {exc}")
+    for error in errors[:20]:
+        _say(error)
+    if len(errors) > 20:
+        _say(f"... and {len(errors) - 20} more")
+    typer.echo(f"sent {sent}, rejected {len(errors)}")
+    if errors:
+        raise typer.Exit(1)
+
+
+def _lines(source: str) -> Iterator[tuple[int, str]]:
+    stream = sys.stdin if source == "-" else Path(source).open(encoding="utf-8")  # noqa: SIM115
+    try:
+        for lineno, line in enumerate(stream, 1):
+            if line.strip():
+                yield lineno, line
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def _from_json(record: Any) -> Any:
+    """JSON has no bytes: ``{"audio_b64": ...}`` becomes ``audio``."""
+    if isinstance(record, dict) and "audio_b64" in record:
+        record = dict(record)
+        record["audio"] = base64.b64decode(record.pop("audio_b64"))
+    if isinstance(record, dict) and isinstance(record.get("event_time"), str):
+        record["event_time"] = datetime.fromisoformat(record["event_time"])
+    return record
+
+
+@app.command("consume")
+def consume(
+    topic: Annotated[str, typer.Argument(help="topic, e.g. telemetry.v1")],
+    max_records: Annotated[int | None, typer.Option("--max", help="stop after N")] = None,
+) -> None:
+    """Print a topic's committed records from the beginning, decoded, as JSON lines."""
+    from streams.reader import read_topic
+
+    for record in read_topic(_settings(), topic, max_records=max_records):
+        typer.echo(
+            json.dumps(
+                {
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "key": record.key,
+                    "value": record.value,
+                },
+                default=_json_default,
+            )
+        )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    raise TypeError(type(value).__name__)
+
+
+# -- demo ------------------------------------------------------------------------------------
+@app.command("demo")
+def demo() -> None:
+    """End to end on the local stack: up, provision, produce events, read them back decoded."""
+    from streams.demo import run_demo
+
+    dev_up(no_provision=False)
+    run_demo(_settings(), typer.echo)
+
+
+def main() -> None:
+    """Entry point: errors become one clear line and exit code 2, not a traceback."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app()
+    except MemstreamError as exc:
+        _say(f"error: {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

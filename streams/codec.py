@@ -1,0 +1,116 @@
+"""Avro in the Confluent wire format: magic byte 0, 4-byte schema id, schemaless Avro body.
+
+fastavro does the encoding and decoding (the hot path); confluent-kafka's registry client
+resolves schema ids once per subject and schema and caches them, so a record costs no
+registry round trip. Redpanda Console and any Confluent deserializer read what this writes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from streams.exceptions import MemstreamError, UnavailableError
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+
+class CodecError(MemstreamError):
+    """Bytes that are not memstream Avro, or a schema the registry does not know."""
+
+
+class AvroCodec:
+    """Encode and decode records of registered subjects, with schema ids cached."""
+
+    def __init__(self, registry: SchemaRegistryClient, *, auto_register: bool = False) -> None:
+        self.registry = registry
+        self.auto_register = auto_register
+        self._lock = threading.Lock()
+        self._writers: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._by_id: dict[int, Any] = {}
+        self._readers: dict[str, Any] = {}
+
+    def schema_id(self, subject: str, schema: Mapping[str, Any]) -> int:
+        """The registry id of ``schema`` under ``subject`` (looked up once, then cached)."""
+        return self._writer(subject, schema)[0]
+
+    def encode(self, subject: str, schema: Mapping[str, Any], record: Mapping[str, Any]) -> bytes:
+        """Wire-format bytes of ``record`` written with ``schema``."""
+        schema_id, parsed = self._writer(subject, schema)
+        buf = io.BytesIO()
+        buf.write(_HEADER.pack(MAGIC, schema_id))
+        fastavro.schemaless_writer(buf, parsed, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes, reader_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Decode wire-format bytes; with ``reader_schema`` resolve to that version."""
+        if data is None or len(data) < _HEADER.size:
+            raise CodecError(f"{0 if data is None else len(data)} bytes: too short for Avro")
+        magic, schema_id = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise CodecError(f"magic byte {magic}, expected {MAGIC}: not Confluent-framed Avro")
+        writer = self._writer_by_id(schema_id)
+        reader = self._reader(reader_schema) if reader_schema is not None else None
+        try:
+            return fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), writer, reader)
+        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+            raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
+
+    # -- caches -------------------------------------------------------------------------
+    def _writer(self, subject: str, schema: Mapping[str, Any]) -> tuple[int, Any]:
+        text = json.dumps(schema, sort_keys=True)
+        key = (subject, text)
+        cached = self._writers.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            schema_id = self._resolve(subject, Schema(json.dumps(schema), "AVRO"))
+            entry = (schema_id, fastavro.parse_schema(dict(schema)))
+            self._writers[key] = entry
+            self._by_id.setdefault(schema_id, entry[1])
+            return entry
+
+    def _resolve(self, subject: str, schema: Schema) -> int:
+        try:
+            if self.auto_register:
+                return self.registry.register_schema(subject, schema)
+            return self.registry.lookup_schema(subject, schema).schema_id
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise CodecError(
+                    f"subject {subject!r} has no such schema version in the registry "
+                    "(run `memstream schemas register`)"
+                ) from exc
+            raise CodecError(f"registry refused {subject!r}: {exc}") from exc
+        except Exception as exc:  # requests/httpx connection errors and timeouts
+            raise UnavailableError(f"schema registry unreachable: {exc}") from exc
+
+    def _writer_by_id(self, schema_id: int) -> Any:
+        cached = self._by_id.get(schema_id)
+        if cached is not None:
+            return cached
+        try:
+            schema = self.registry.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            raise CodecError(f"schema id {schema_id} is unknown to the registry: {exc}") from exc
+        except Exception as exc:  # connection errors
+            raise UnavailableError(f"schema registry unreachable: {exc}") from exc
+        parsed = fastavro.parse_schema(json.loads(schema.schema_str))
+        self._by_id[schema_id] = parsed
+        return parsed
+
+    def _reader(self, schema: Mapping[str, Any]) -> Any:
+        text = json.dumps(schema, sort_keys=True)
+        parsed = self._readers.get(text)
+        if parsed is None:
+            parsed = self._readers[text] = fastavro.parse_schema(dict(schema))
+        return parsed

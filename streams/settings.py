@@ -1,0 +1,146 @@
+"""One frozen settings object, read from the environment (``MEMSTREAM_*``) in one place.
+
+Secrets (SASL password, registry credentials, API tokens) may also come from a file:
+``MEMSTREAM_SASL_PASSWORD_FILE=/run/secrets/sasl`` reads the password from that path
+(the way Docker and Kubernetes mount secrets). Nothing secret has a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MEMSTREAM_"
+SECRET_FIELDS = ("sasl_password", "registry_basic_auth", "api_tokens")
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "memstream"
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "memstream"
+
+
+class Settings(BaseSettings):
+    """Everything memstream reads from its environment, with local-stack defaults."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # --- broker -----------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Kafka/Redpanda bootstrap servers (host:port,...)"
+    )
+    security_protocol: str = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = Field(None, description="CA bundle for broker TLS")
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+
+    # --- schema registry --------------------------------------------------------
+    schema_registry_url: str = Field(
+        "http://127.0.0.1:18081/apis/ccompat/v7",
+        description="Confluent-compatible schema registry URL (Redpanda: http://host:8081)",
+    )
+    registry_basic_auth: SecretStr | None = Field(
+        None, description="user:password for the schema registry"
+    )
+    registry_ssl_ca_location: str | None = None
+    auto_register_schemas: bool = Field(
+        False,
+        description="let producers register schemas; off in production "
+        "(`memstream schemas register` does it once)",
+    )
+
+    # --- topics -------------------------------------------------------------------
+    topic_prefix: str = Field("", description="prefix for every topic name, e.g. 'prod.'")
+    partitions: int = Field(4, ge=1, description="partitions of every memstream topic")
+    replication_factor: int = Field(1, ge=1)
+
+    # --- producer SDK -------------------------------------------------------------
+    request_timeout_s: float = Field(
+        15.0, gt=0, description="bounded wait for the broker or registry before an error"
+    )
+    compression: str = Field("zstd", description="producer compression codec")
+    linger_ms: int = Field(5, ge=0)
+    max_text_chars: int = Field(32_000, gt=0, description="largest text field accepted")
+
+    # --- local dev stack ----------------------------------------------------------
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    dev_kafka_port: int = 19092
+    dev_controller_port: int = 19093
+    dev_registry_port: int = 18081
+    java_home: Path | None = Field(None, description="JDK to run Kafka and the registry")
+
+    # --- read service ------------------------------------------------------------
+    api_tokens: SecretStr | None = Field(
+        None, description="token=tenant pairs, comma-separated (or *_FILE)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """Fill each secret from ``MEMSTREAM_<NAME>_FILE`` when it is not set directly."""
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_FIELDS:
+            if data.get(name) is not None:
+                continue
+            path = os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
+            if path:
+                try:
+                    data[name] = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ValueError(
+                        f"{ENV_PREFIX}{name.upper()}_FILE={path!r} cannot be read: {exc}"
+                    ) from exc
+        return data
+
+    def topic(self, base: str) -> str:
+        """Full topic name for a topic base name such as ``telemetry.v1``."""
+        return f"{self.topic_prefix}{base}"
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) settings for the broker, secrets included."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        return conf
+
+    def registry_client_config(self) -> dict[str, Any]:
+        """confluent-kafka SchemaRegistryClient settings."""
+        conf: dict[str, Any] = {
+            "url": self.schema_registry_url,
+            "timeout": max(1, int(self.request_timeout_s)),
+        }
+        if self.registry_basic_auth:
+            conf["basic.auth.user.info"] = self.registry_basic_auth.get_secret_value()
+        if self.registry_ssl_ca_location:
+            conf["ssl.ca.location"] = self.registry_ssl_ca_location
+        return conf
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment; ``overrides`` win (tests, CLI flags)."""
+    return Settings(**overrides)
