@@ -1,0 +1,30 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from streams.settings import Settings, load_settings
+
+# Tests never read a developer's own MEMSTREAM_* overrides by accident, except the ones
+# that say where the local stack and its cache live.
+_KEEP = {"MEMSTREAM_CACHE_DIR", "MEMSTREAM_STATE_DIR", "MEMSTREAM_JAVA_HOME", "MEMSTREAM_VENV"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_memstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("MEMSTREAM_") and name not in _KEEP:
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def settings_factory():  # type: ignore[no-untyped-def]
+    """Build settings from keyword overrides (environment otherwise)."""
+
+    def make(**overrides: object) -> Settings:
+        return load_settings(**overrides)
+
+    return make

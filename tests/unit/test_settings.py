@@ -1,0 +1,60 @@
+"""Settings come from MEMSTREAM_* and secrets also from *_FILE paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError as PydanticValidationError
+
+from streams.settings import load_settings
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMSTREAM_BOOTSTRAP_SERVERS", "broker:9092")
+    monkeypatch.setenv("MEMSTREAM_TOPIC_PREFIX", "prod.")
+    settings = load_settings()
+    assert settings.bootstrap_servers == "broker:9092"
+    assert settings.topic("telemetry.v1") == "prod.telemetry.v1"
+
+
+def test_secret_read_from_file_and_never_printed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "sasl"
+    secret.write_text("s3cret-value\n")
+    monkeypatch.setenv("MEMSTREAM_SASL_PASSWORD_FILE", str(secret))
+    monkeypatch.setenv("MEMSTREAM_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("MEMSTREAM_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("MEMSTREAM_SASL_USERNAME", "svc")
+    settings = load_settings()
+    conf = settings.kafka_client_config()
+    assert conf["sasl.password"] == "s3cret-value"
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert "s3cret-value" not in repr(settings)
+
+
+def test_direct_secret_wins_over_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "p").write_text("from-file")
+    monkeypatch.setenv("MEMSTREAM_SASL_PASSWORD_FILE", str(tmp_path / "p"))
+    monkeypatch.setenv("MEMSTREAM_SASL_PASSWORD", "from-env")
+    assert load_settings().kafka_client_config()["sasl.password"] == "from-env"
+
+
+def test_unreadable_secret_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMSTREAM_REGISTRY_BASIC_AUTH_FILE", "/nonexistent/secret")
+    with pytest.raises(PydanticValidationError, match="MEMSTREAM_REGISTRY_BASIC_AUTH_FILE"):
+        load_settings()
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings()
+    with pytest.raises(PydanticValidationError):
+        settings.bootstrap_servers = "x"  # type: ignore[misc]
+
+
+def test_no_secret_in_repository() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    tracked = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts]
+    offenders = [p for p in tracked if p.suffix in {".env", ".pem", ".key"}]
+    assert offenders == []

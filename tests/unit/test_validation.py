@@ -1,0 +1,86 @@
+"""Validation names the field and the limit, before anything is sent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from streams.exceptions import ValidationError
+from streams.registry import latest_schema
+from streams.validation import validate_record
+
+LIMITS = {"text": 20, "audio": 8}
+
+
+def telemetry(**changes: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "tenant": "t", "event_id": "e", "event_time": datetime(2026, 1, 1, tzinfo=UTC),
+        "session_id": "s", "interaction_id": "i", "kind": "QUERY", "text": "hello",
+    }
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
+def check(record: dict[str, object], subject: str = "telemetry") -> dict[str, object]:
+    return validate_record(latest_schema(subject), record, where=f"{subject}.v1", limits=LIMITS)
+
+
+def test_valid_record_gets_defaults_filled() -> None:
+    out = check(telemetry())
+    assert out["attributes"] == {} and out["tool_name"] is None and out["model"] is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"session_id": ...}, "session_id", "is required"),
+        ({"text": 5}, "text", "must be a string, got int"),
+        ({"kind": "SHOUT"}, "kind", "must be one of QUERY"),
+        ({"latency_ms": "fast"}, "latency_ms", "integer"),
+        ({"latency_ms": True}, "latency_ms", "integer"),
+        ({"attributes": {"a": 1}}, "attributes.a", "must be a string"),
+        ({"colour": "red"}, "colour", "is not a field of TelemetryEvent"),
+        ({"event_time": datetime(2026, 1, 1)}, "event_time", "timezone-aware"),
+        ({"outcome": "MAYBE"}, "outcome", "must be one of SUCCESS"),
+    ],
+)
+def test_bad_field_is_named(changes: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        check(telemetry(**changes))
+    assert err.value.field == field
+    assert f"'{field}'" in str(err.value) and words in str(err.value)
+    assert str(err.value).startswith("telemetry.v1: ")
+
+
+def test_oversize_text_names_field_and_limit() -> None:
+    with pytest.raises(ValidationError) as err:
+        check(telemetry(text="x" * 21))
+    assert err.value.field == "text" and err.value.limit == 20
+    assert "21 characters, over the limit of 20" in str(err.value)
+
+
+def test_oversize_audio_names_field_and_limit() -> None:
+    note = {"tenant": "t", "event_id": "e", "event_time": 1, "session_id": "s",
+            "codec": "wav", "audio": b"123456789"}
+    with pytest.raises(ValidationError) as err:
+        check(note, "voice")
+    assert err.value.field == "audio" and err.value.limit == 8
+
+
+def test_nested_array_path_is_named() -> None:
+    transcript = {"tenant": "t", "event_id": "e", "event_time": 1, "session_id": "s",
+                  "source_event_id": "v", "text": "hi", "language": "en", "model_id": "m",
+                  "audio_seconds": 1.0, "processing_seconds": 0.1,
+                  "segments": [{"start_s": 0.0, "end_s": 1.0, "text": "hi"},
+                               {"start_s": "zero", "end_s": 1.0, "text": "hi"}]}
+    with pytest.raises(ValidationError) as err:
+        check(transcript, "transcript")
+    assert err.value.field == "segments[1].start_s"
+
+
+def test_non_finite_number_is_rejected() -> None:
+    fb = {"tenant": "t", "event_id": "e", "event_time": 1, "session_id": "s",
+          "interaction_id": "i", "rating": float("nan")}
+    with pytest.raises(ValidationError, match="'rating'"):
+        check(fb, "feedback")
