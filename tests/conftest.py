@@ -10,7 +10,15 @@ from streams.settings import Settings, load_settings
 
 # Tests never read a developer's own MEMSTREAM_* overrides by accident, except the ones
 # that say where the local stack and its cache live.
-_KEEP = {"MEMSTREAM_CACHE_DIR", "MEMSTREAM_STATE_DIR", "MEMSTREAM_JAVA_HOME", "MEMSTREAM_VENV"}
+_KEEP = {
+    "MEMSTREAM_CACHE_DIR",
+    "MEMSTREAM_STATE_DIR",
+    "MEMSTREAM_JAVA_HOME",
+    "MEMSTREAM_VENV",
+    "MEMSTREAM_DEV_KAFKA_PORT",
+    "MEMSTREAM_DEV_CONTROLLER_PORT",
+    "MEMSTREAM_DEV_REGISTRY_PORT",
+}
 
 
 @pytest.fixture(autouse=True)
