@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
+
+# authlib (pulled in by confluent-kafka's registry client) warns on import; not ours.
+warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 
 from streams.settings import Settings, load_settings
 
