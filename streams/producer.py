@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from streams.codec import AvroCodec
 from streams.events import VoiceNote, as_record
 from streams.exceptions import DeliveryError, UnavailableError, ValidationError
+from streams.partitioning import partition_for_tenant
 from streams.registry import latest_schema, registry_client, subject_for
 from streams.settings import Settings, load_settings
 from streams.topics import LARGEST_MESSAGE_BYTES, TopicSpec, topic_spec, voice_audio_limit
@@ -70,6 +71,7 @@ class MemstreamProducer:
         }
         self._producer = Producer(conf)
         self._schemas: dict[str, dict[str, Any]] = {}
+        self._partition_counts: dict[str, int] = {}
         self._pending = 0
         self._lock = threading.Lock()
         self._failures: list[DeliveryError] = []
@@ -106,6 +108,7 @@ class MemstreamProducer:
                 limit=spec.max_message_bytes,
             )
         key = str(record[spec.key_field]).encode()
+        partition = partition_for_tenant(str(record["tenant"]), self._partitions(full_topic))
         future: Future[DeliveryResult] = Future()
         event_id = str(record["event_id"])
 
@@ -124,7 +127,7 @@ class MemstreamProducer:
         with self._lock:
             self._pending += 1
         try:
-            self._produce(full_topic, key, value, delivered)
+            self._produce(full_topic, partition, key, value, delivered)
         except BaseException:
             with self._lock:
                 self._pending -= 1
@@ -200,10 +203,31 @@ class MemstreamProducer:
                 logger.exception("events pending at close were not all delivered")
 
     # -- internals ------------------------------------------------------------------------
-    def _produce(self, topic: str, key: bytes, value: bytes, callback: Any) -> None:
+    def _partitions(self, topic: str) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            try:
+                meta = self._producer.list_topics(topic, timeout=self.settings.request_timeout_s)
+            except KafkaException as exc:
+                raise UnavailableError(
+                    f"broker {self.settings.bootstrap_servers} unreachable: {exc}"
+                ) from exc
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                raise DeliveryError(
+                    f"topic {topic} does not exist (run `memstream topics create`)"
+                )
+            count = self._partition_counts[topic] = len(found.partitions)
+        return count
+
+    def _produce(
+        self, topic: str, partition: int, key: bytes, value: bytes, callback: Any
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=callback)
+                self._producer.produce(
+                    topic, value=value, key=key, partition=partition, on_delivery=callback
+                )
                 break
             except BufferError:
                 # Local queue full: serve delivery reports to make room, then retry.

@@ -17,7 +17,11 @@ LARGEST_MESSAGE_BYTES = VOICE_MAX_MESSAGE_BYTES + MIB
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """One topic: its name without prefix, the schema subject base it carries, its config."""
+    """One topic: its name without prefix, the schema subject base it carries, its config.
+
+    ``key_field`` is the record field used as the message key; the partition is always
+    chosen from the tenant (streams/partitioning.py), on every topic.
+    """
 
     base: str
     schema: str

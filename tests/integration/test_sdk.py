@@ -151,3 +151,20 @@ def test_cli_produce_reports_count_and_errors(provisioned: Settings, tmp_path: P
     assert "line 4: not JSON" in proc.stderr
     ids = sorted(r.value["event_id"] for r in read_topic(provisioned, "telemetry.v1") if r.value)
     assert ids == ["e1", "e2"]
+
+
+def test_a_tenant_lands_on_one_partition_number_of_every_topic(provisioned: Settings) -> None:
+    from streams.partitioning import partition_for_tenant
+
+    with MemstreamProducer(provisioned) as producer:
+        results = [
+            producer.send(TelemetryEvent(tenant=tenant, session_id=f"s{i}", interaction_id=f"i{i}",
+                                         kind="NOTE", text="x"))
+            for i, tenant in enumerate(["acme", "globex", "initech"] * 3)
+        ] + [
+            producer.send(Feedback(tenant=tenant, session_id="s", interaction_id=f"i{i}",
+                                   rating=0.5))
+            for i, tenant in enumerate(["acme", "globex", "initech"])
+        ]
+    for result, tenant in zip(results, ["acme", "globex", "initech"] * 4, strict=True):
+        assert result.partition == partition_for_tenant(tenant, provisioned.partitions)
