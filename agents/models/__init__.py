@@ -1,0 +1,1 @@
+"""Model adapters: sentence embedder, per-tenant vector index, micro-batching off the event loop."""

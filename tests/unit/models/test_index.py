@@ -1,0 +1,114 @@
+"""Exact cosine memory indexes: nearest, replace, remove, one model per index, tenant isolation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.models.exceptions import ModelMismatchError
+from agents.models.index import MemoryIndex, TenantIndexes
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DIM = 8
+
+
+def unit(seed: int) -> np.ndarray:
+    """Return a deterministic random unit vector."""
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def index_factory():  # type: ignore[no-untyped-def]
+    """Build a MemoryIndex holding memories m0..m{n-1} with vectors unit(0)..unit(n-1)."""
+
+    def make(n: int = 5) -> MemoryIndex:
+        index = MemoryIndex(MODEL, DIM, tenant="t1")
+        index.add_many([f"m{i}" for i in range(n)], np.stack([unit(i) for i in range(n)]), MODEL)
+        return index
+
+    return make
+
+
+def test_nearest_finds_a_memory_itself_with_similarity_one(index_factory) -> None:  # type: ignore[no-untyped-def]
+    index = index_factory()
+    assert len(index) == 5
+    for i in range(5):
+        (memory_id, similarity), *_ = index.nearest(unit(i), k=1)
+        assert memory_id == f"m{i}"
+        assert similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_nearest_orders_by_similarity_and_caps_k_at_size(index_factory) -> None:  # type: ignore[no-untyped-def]
+    index = index_factory(3)
+    hits = index.nearest(unit(1), k=10)
+    assert len(hits) == 3
+    assert hits[0][0] == "m1"
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert MemoryIndex(MODEL, DIM).nearest(unit(0), k=3) == []
+
+
+def test_similarity_is_cosine_even_for_unnormalized_vectors() -> None:
+    index = MemoryIndex(MODEL, DIM)
+    index.add("m", 3.0 * unit(0), model_id=MODEL)
+    [(_, similarity)] = index.nearest(0.5 * unit(0))
+    assert similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_remove_drops_the_memory(index_factory) -> None:  # type: ignore[no-untyped-def]
+    index = index_factory()
+    assert index.remove("m2") is True
+    assert index.remove("m2") is False
+    assert len(index) == 4
+    assert "m2" not in index
+    assert all(memory_id != "m2" for memory_id, _ in index.nearest(unit(2), k=5))
+
+
+def test_re_adding_an_id_replaces_its_vector(index_factory) -> None:  # type: ignore[no-untyped-def]
+    index = index_factory()
+    index.add("m0", unit(100), model_id=MODEL)
+    assert len(index) == 5
+    assert index.nearest(unit(100), k=1)[0] == ("m0", pytest.approx(1.0, abs=1e-5))
+    # The old vector is gone: nothing matches unit(0) exactly any more.
+    assert index.nearest(unit(0), k=1)[0][1] < 0.99
+
+
+def test_add_many_keeps_the_last_vector_of_a_repeated_id() -> None:
+    index = MemoryIndex(MODEL, DIM)
+    index.add_many(["a", "b", "a"], np.stack([unit(0), unit(1), unit(2)]), MODEL)
+    assert len(index) == 2
+    assert index.nearest(unit(2), k=1)[0][0] == "a"
+
+
+def test_mixing_model_ids_or_dimensions_is_refused(index_factory) -> None:  # type: ignore[no-untyped-def]
+    index = index_factory()
+    with pytest.raises(ModelMismatchError, match="other/model") as raised:
+        index.add("x", unit(9), model_id="other/model")
+    assert not raised.value.retriable
+    with pytest.raises(ModelMismatchError, match="dimension 8"):
+        index.add("x", np.ones(16, dtype=np.float32), model_id=MODEL)
+    with pytest.raises(ModelMismatchError):
+        index.nearest(np.ones(16, dtype=np.float32))
+    assert len(index) == 5
+
+
+def test_tenants_are_isolated() -> None:
+    indexes = TenantIndexes(MODEL, DIM)
+    indexes.add("alice", "a1", unit(0), MODEL)
+    indexes.add("bob", "b1", unit(0), MODEL)
+    assert indexes.nearest("alice", unit(0), k=5) == [("a1", pytest.approx(1.0, abs=1e-5))]
+    assert indexes.nearest("bob", unit(0), k=5) == [("b1", pytest.approx(1.0, abs=1e-5))]
+    assert indexes.nearest("carol", unit(0), k=5) == []
+    assert indexes.remove("alice", "b1") is False
+    assert indexes.remove("alice", "a1") is True
+    assert indexes.nearest("alice", unit(0)) == []
+    assert len(indexes) == 1
+    indexes.clear()
+    assert indexes.nearest("bob", unit(0)) == []
+
+
+def test_refused_vector_creates_no_tenant_index() -> None:
+    indexes = TenantIndexes(MODEL, DIM)
+    with pytest.raises(ModelMismatchError):
+        indexes.add("alice", "a1", unit(0), "other/model")
+    assert indexes.get("alice") is None
