@@ -102,3 +102,33 @@ def _conflicts(
         if actual != declared:
             found.append(TopicConflict(name, key, declared, str(actual)))
     return found
+
+
+def ensure_changelog_topics(settings: Settings, topics: list[str]) -> list[str]:
+    """Create missing compacted changelog topics (same partition count as the data topics)."""
+    admin = admin_client(settings)
+    timeout = settings.request_timeout_s
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise UnavailableError(
+            f"broker {settings.bootstrap_servers} unreachable after {timeout:.0f}s: {exc}"
+        ) from exc
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        new = [
+            NewTopic(
+                t,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                config={"cleanup.policy": "compact", "max.message.bytes": str(2 * 1024 * 1024)},
+            )
+            for t in missing
+        ]
+        for future in admin.create_topics(new, request_timeout=timeout).values():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS
+                    raise
+    return missing

@@ -232,6 +232,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+# -- worker ------------------------------------------------------------------------------------
+@app.command("worker")
+def worker(
+    agents: Annotated[
+        str, typer.Option("--agents", help="comma-separated: score,memorize")
+    ] = "score,memorize",
+    plain_logs: Annotated[bool, typer.Option("--plain-logs", help="text logs, not JSON")] = False,
+) -> None:
+    """Run the agents with exactly-once transactions until SIGTERM/SIGINT."""
+    from streams.observability import configure_logging
+    from streams.worker import run_worker
+
+    configure_logging(json_lines=not plain_logs)
+    names = [a.strip() for a in agents.split(",") if a.strip()]
+    run_worker(_settings(), names, on_ready=lambda: logging.getLogger("memstream").info("ready"))
+
+
 # -- demo ------------------------------------------------------------------------------------
 @app.command("demo")
 def demo() -> None:

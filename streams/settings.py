@@ -75,6 +75,31 @@ class Settings(BaseSettings):
     linger_ms: int = Field(5, ge=0)
     max_text_chars: int = Field(32_000, gt=0, description="largest text field accepted")
 
+    # --- worker (agents) -------------------------------------------------------------
+    app_id: str = Field("memstream", description="consumer group and transactional-id prefix")
+    worker_id: str = Field(
+        "worker-0",
+        description="stable, unique per worker instance: its transactional id, so a "
+        "restarted worker fences and aborts what its crashed predecessor left open",
+    )
+    data_dir: Path | None = Field(None, description="local state (RocksDB); default state_dir/worker")
+    batch_max_records: int = Field(256, ge=1, description="records per transaction at most")
+    batch_max_wait_s: float = Field(0.05, gt=0, description="wait for a fuller batch at most")
+    transaction_timeout_ms: int = Field(60_000, ge=1000)
+    session_timeout_ms: int = Field(10_000, ge=6000)
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2", description="sentence-transformers model name or path"
+    )
+    embed_batch_size: int = Field(64, ge=1, description="texts per embedding call at most")
+    near_duplicate_threshold: float = Field(
+        0.9, gt=0, le=1, description="cosine similarity at or above which content merges"
+    )
+    scorer_config: Path | None = Field(None, description="value-scorer weights file")
+    interaction_ttl_s: float = Field(
+        7 * 24 * 3600, gt=0, description="how long an interaction waits for late feedback"
+    )
+    metrics_port: int = Field(9464, ge=0, description="worker /metrics port; 0 = off")
+
     # --- local dev stack ----------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     state_dir: Path = Field(default_factory=_default_state_dir)
@@ -106,6 +131,11 @@ class Settings(BaseSettings):
                         f"{ENV_PREFIX}{name.upper()}_FILE={path!r} cannot be read: {exc}"
                     ) from exc
         return data
+
+    @property
+    def worker_data_dir(self) -> Path:
+        """Where the worker keeps its RocksDB state stores."""
+        return self.data_dir or self.state_dir / "worker" / self.app_id
 
     def topic(self, base: str) -> str:
         """Full topic name for a topic base name such as ``telemetry.v1``."""

@@ -1,0 +1,195 @@
+"""The memorize agent: scored events in, memories out — exact dedupe, embedding, near-dupes.
+
+Stores: ``content`` (tenant + normalized-content hash → memory id and the similarity seen
+when that content arrived) and ``memories`` (tenant + memory id → the memory record, its
+embedding included). The FAISS index per tenant is derived from ``memories`` whenever the
+owned partitions change, so it never holds an uncommitted memory and is never re-embedded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from agents.deadletter import DeadLetterReason
+from agents.dedupe import memory_id
+from agents.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
+from agents.models.exceptions import ModelMismatchError
+from agents.models.index import TenantIndexes
+from agents.score import SEP, to_millis
+from streams.observability import WorkerMetrics
+from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
+
+logger = logging.getLogger(__name__)
+
+# A memory lists at most this many source ids and merges (its count keeps growing).
+MAX_SOURCES = 1000
+
+
+class MemorizeAgent:
+    """Turns scored events into memories, merging exact and near duplicates."""
+
+    name = "memorize"
+    inputs = ("scored.v1",)
+    stores = ("content", "memories")
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        threshold: float,
+        max_text_chars: int,
+        embed_batch_size: int,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.embedder = embedder
+        self.threshold = threshold
+        self.max_text_chars = max_text_chars
+        self.embed_batch_size = embed_batch_size
+        self.metrics = metrics
+        self.indexes = TenantIndexes(embedder.model_id, embedder.dimension)
+
+    def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
+        """Rebuild the tenant indexes from the committed memories of the owned partitions."""
+        started = time.monotonic()
+        self.indexes.clear()
+        count = 0
+        for partition in partitions:
+            if not stores.has("memories", partition):
+                continue
+            for _key, memory in stores.store("memories", partition).committed_items():
+                if memory["deleted"] or memory["model_id"] != self.embedder.model_id:
+                    continue
+                vector = vector_from_bytes(memory["embedding"], memory["dimension"])
+                self.indexes.add(memory["tenant"], memory["memory_id"], vector, memory["model_id"])
+                count += 1
+        logger.info("memory indexes rebuilt: %d memories in %.2fs", count, time.monotonic() - started)
+
+    def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
+        """Dedupe exactly, embed what is new (one batch), then merge or create in order."""
+        valid = [r for r in records if self._acceptable(r, ctx)]
+        vectors = self._embed_unseen(valid, ctx)
+        for record in valid:
+            self._memorize(record, vectors, ctx)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:
+        text = record.value["text"]
+        tenant = record.value["tenant"]
+        if not text.strip():
+            ctx.dead_letter(record, DeadLetterReason.EMPTY_TEXT, "text is empty", tenant=tenant)
+            return False
+        if len(text) > self.max_text_chars:
+            ctx.dead_letter(record, DeadLetterReason.OVERSIZE,
+                            f"text is {len(text)} characters, over {self.max_text_chars}",
+                            tenant=tenant)
+            return False
+        return True
+
+    def _embed_unseen(
+        self, records: list[InputRecord], ctx: BatchContext
+    ) -> dict[tuple[str, str], np.ndarray]:
+        """Embed each distinct (tenant, content) not yet in the content store, in batches."""
+        todo: dict[tuple[str, str], str] = {}
+        for r in records:
+            slot = (r.value["tenant"], r.value["content_hash"])
+            if slot in todo:
+                continue
+            if ctx.store("content", r.partition).get(f"{slot[0]}{SEP}{slot[1]}") is None:
+                todo[slot] = r.value["text"]
+        vectors: dict[tuple[str, str], np.ndarray] = {}
+        slots = list(todo)
+        for start in range(0, len(slots), self.embed_batch_size):
+            chunk = slots[start : start + self.embed_batch_size]
+            began = time.monotonic()
+            matrix = self.embedder.embed([todo[s] for s in chunk])
+            self.metrics.embed_seconds.observe(time.monotonic() - began)
+            self.metrics.embed_batch_size.observe(len(chunk))
+            vectors.update(zip(chunk, matrix, strict=True))
+        return vectors
+
+    def _memorize(
+        self, record: InputRecord, vectors: dict[tuple[str, str], np.ndarray], ctx: BatchContext
+    ) -> None:
+        v = record.value
+        tenant, digest = v["tenant"], v["content_hash"]
+        content = ctx.store("content", record.partition)
+        memories = ctx.store("memories", record.partition)
+        content_key = f"{tenant}{SEP}{digest}"
+        seen = content.get(content_key)
+        if seen is not None:
+            memory = memories.get(f"{tenant}{SEP}{seen['memory_id']}")
+            if memory is None:
+                raise ModelMismatchError(f"content {digest} points at missing memory")
+            if v["event_id"] in memory["source_event_ids"]:
+                self._update_value(memory, v)  # a re-score of an event already memorized
+            else:
+                self._merge(memory, v, similarity=1.0, match="exact")
+                self.metrics.duplicates.labels("exact").inc()
+            self._save(memory, memories, ctx)
+            return
+        vector = vectors[(tenant, digest)]
+        nearest = self.indexes.nearest(tenant, vector, k=1)
+        similarity = nearest[0][1] if nearest else 0.0
+        if nearest and similarity >= self.threshold:
+            memory = memories.get(f"{tenant}{SEP}{nearest[0][0]}")
+            if memory is None:
+                raise ModelMismatchError(f"index holds {nearest[0][0]} but the store does not")
+            self._merge(memory, v, similarity=similarity, match="near")
+            self.metrics.duplicates.labels("near").inc()
+        else:
+            memory = self._new_memory(v, vector)
+            self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
+        content.put(content_key, {"memory_id": memory["memory_id"], "similarity": similarity})
+        self._save(memory, memories, ctx)
+
+    def _new_memory(self, v: dict[str, Any], vector: np.ndarray) -> dict[str, Any]:
+        return {
+            "tenant": v["tenant"],
+            "memory_id": memory_id(v["tenant"], v["text"]),
+            "event_id": v["event_id"],
+            "event_time": to_millis(v["event_time"]),
+            "session_id": v["session_id"],
+            "kind": v["kind"],
+            "text": v["text"],
+            "content_hash": v["content_hash"],
+            "embedding": vector_to_bytes(vector),
+            "model_id": self.embedder.model_id,
+            "dimension": self.embedder.dimension,
+            "value": v["value"],
+            "confidence": v["confidence"],
+            "occurrence_count": 1,
+            "source_event_ids": [v["event_id"]],
+            "merges": [],
+            "deleted": False,
+            "scorer_version": v["scorer_version"],
+        }
+
+    @staticmethod
+    def _merge(memory: dict[str, Any], v: dict[str, Any], *, similarity: float, match: str) -> None:
+        memory["occurrence_count"] += 1
+        memory["source_event_ids"] = (memory["source_event_ids"] + [v["event_id"]])[-MAX_SOURCES:]
+        memory["merges"] = (
+            memory["merges"]
+            + [{"event_id": v["event_id"], "similarity": round(float(similarity), 6), "match": match}]
+        )[-MAX_SOURCES:]
+        MemorizeAgent._update_value(memory, v)
+
+    @staticmethod
+    def _update_value(memory: dict[str, Any], v: dict[str, Any]) -> None:
+        """The latest known value wins; an unknown value never erases a known one."""
+        memory["event_id"] = v["event_id"]
+        memory["event_time"] = max(memory["event_time"], to_millis(v["event_time"]))
+        if v["value"] is not None:
+            memory["value"] = v["value"]
+            memory["confidence"] = v["confidence"]
+            memory["scorer_version"] = v["scorer_version"]
+
+    @staticmethod
+    def _save(memory: dict[str, Any], memories: Any, ctx: BatchContext) -> None:
+        tenant = memory["tenant"]
+        memories.put(f"{tenant}{SEP}{memory['memory_id']}", memory)
+        ctx.send("memories.v1", memory, key=f"{tenant}:{memory['memory_id']}")

@@ -1,0 +1,193 @@
+"""The score agent: telemetry and transcripts in, scored events out; late feedback re-scores.
+
+State: ``interactions`` (tenant + interaction id → its events and the latest rating), so
+feedback joins the events it rates whichever arrives first, until the interaction expires.
+Reusability and novelty come from the memorize agent's stores when this worker keeps them
+(same partition, same process): no vector search here.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from agents.deadletter import DeadLetterReason
+from agents.dedupe import content_hash
+from agents.scoring import ScoreInputError, ScoreInputs, ValueScorer
+from streams.observability import WorkerMetrics
+from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
+
+logger = logging.getLogger(__name__)
+
+SEP = "\x00"
+
+
+def to_millis(value: Any) -> int:
+    """Avro timestamp-millis as decoded (datetime) or given (int) → epoch milliseconds."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+class ScoreAgent:
+    """Scores each event; re-scores an interaction's events when its feedback arrives."""
+
+    name = "score"
+    inputs = ("telemetry.v1", "transcripts.v1", "feedback.v1")
+    stores = ("interactions",)
+
+    def __init__(
+        self,
+        scorer: ValueScorer,
+        *,
+        max_text_chars: int,
+        interaction_ttl_s: float,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.scorer = scorer
+        self.max_text_chars = max_text_chars
+        self.ttl_ms = int(interaction_ttl_s * 1000)
+        self.metrics = metrics
+        self._newest_ms: dict[int, int] = {}
+        self._swept_ms: dict[int, int] = {}
+
+    def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
+        """Nothing in memory to rebuild: the interactions live in the store."""
+
+    def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
+        """Score, join and re-score, record by record in partition order."""
+        for record in records:
+            try:
+                if record.topic == "feedback.v1":
+                    self._feedback(record, ctx)
+                else:
+                    self._event(record, ctx)
+            except ScoreInputError as exc:
+                ctx.dead_letter(record, DeadLetterReason.SCHEMA_INVALID, str(exc),
+                                tenant=record.value.get("tenant"))
+        for partition in {r.partition for r in records}:
+            self._expire(partition, ctx)
+
+    # -- events -------------------------------------------------------------------------
+    def _event(self, record: InputRecord, ctx: BatchContext) -> None:
+        v = record.value
+        tenant, text = v["tenant"], v["text"]
+        if not text.strip():
+            ctx.dead_letter(record, DeadLetterReason.EMPTY_TEXT, "text is empty", tenant=tenant)
+            return
+        if len(text) > self.max_text_chars:
+            ctx.dead_letter(record, DeadLetterReason.OVERSIZE,
+                            f"text is {len(text)} characters, over {self.max_text_chars}",
+                            tenant=tenant)
+            return
+        interaction = v.get("interaction_id") or v["event_id"]
+        key = f"{tenant}{SEP}{interaction}"
+        store = ctx.store("interactions", record.partition)
+        entry = store.get(key) or {"events": [], "rating": None}
+        if any(e["event_id"] == v["event_id"] for e in entry["events"]):
+            return  # the same event delivered twice upstream: scored once
+        event = {
+            "event_id": v["event_id"],
+            "event_time": to_millis(v["event_time"]),
+            "session_id": v["session_id"],
+            "interaction_id": v.get("interaction_id"),
+            "kind": v.get("kind") or "TRANSCRIPT",
+            "outcome": v.get("outcome"),
+            "text": text,
+            "source_topic": record.topic,
+            "content_hash": content_hash(text),
+            "revision": 0,
+        }
+        entry["events"].append(event)
+        entry["touched"] = max(entry.get("touched", 0), event["event_time"])
+        store.put(key, entry)
+        self._seen(record.partition, event["event_time"])
+        self._emit(tenant, event, entry["rating"], record.partition, ctx)
+
+    def _feedback(self, record: InputRecord, ctx: BatchContext) -> None:
+        v = record.value
+        tenant = v["tenant"]
+        key = f"{tenant}{SEP}{v['interaction_id']}"
+        store = ctx.store("interactions", record.partition)
+        entry = store.get(key) or {"events": [], "rating": None}
+        rating = float(v["rating"])
+        if not 0.0 <= rating <= 1.0:
+            raise ScoreInputError(f"feedback.v1: field 'rating' must be in [0, 1], got {rating}",
+                                  field="rating")
+        entry["rating"] = rating
+        event_time = to_millis(v["event_time"])
+        entry["touched"] = max(entry.get("touched", 0), event_time)
+        for event in entry["events"]:
+            event["revision"] += 1
+            self._emit(tenant, event, rating, record.partition, ctx)
+        store.put(key, entry)
+        self._seen(record.partition, event_time)
+
+    def _emit(
+        self, tenant: str, event: dict[str, Any], rating: float | None, partition: int,
+        ctx: BatchContext,
+    ) -> None:
+        occurrences, similarity = self._memory_signals(tenant, event, partition, ctx)
+        score = self.scorer.score(
+            ScoreInputs(
+                kind=event["kind"], text=event["text"], outcome=event["outcome"],
+                feedback_rating=rating, occurrence_count=occurrences,
+                nearest_similarity=similarity,
+            )
+        )
+        if score.value is None:
+            self.metrics.unknown_value.inc()
+        ctx.send(
+            "scored.v1",
+            {
+                "tenant": tenant,
+                "event_id": event["event_id"],
+                "event_time": event["event_time"],
+                "session_id": event["session_id"],
+                "interaction_id": event["interaction_id"],
+                "kind": event["kind"],
+                "text": event["text"],
+                "source_topic": event["source_topic"],
+                "value": score.value,
+                "confidence": score.confidence,
+                "needs_feedback": score.needs_feedback,
+                "components": score.components,
+                "scorer_version": score.scorer_version,
+                "revision": event["revision"],
+                "content_hash": event["content_hash"],
+            },
+            key=tenant,
+        )
+
+    @staticmethod
+    def _memory_signals(
+        tenant: str, event: dict[str, Any], partition: int, ctx: BatchContext
+    ) -> tuple[int, float | None]:
+        """Occurrences and nearest similarity from the memorize stores (1, None if absent)."""
+        if not (ctx.has("content", partition) and ctx.has("memories", partition)):
+            return 1, None
+        seen = ctx.store("content", partition).get(f"{tenant}{SEP}{event['content_hash']}")
+        if seen is None:
+            return 1, None
+        memory = ctx.store("memories", partition).get(f"{tenant}{SEP}{seen['memory_id']}")
+        if memory is None:
+            return 1, None
+        if event["event_id"] in memory["source_event_ids"]:
+            return int(memory["occurrence_count"]), float(seen["similarity"])
+        return int(memory["occurrence_count"]) + 1, 1.0
+
+    # -- expiry --------------------------------------------------------------------------------
+    def _seen(self, partition: int, event_time: int) -> None:
+        self._newest_ms[partition] = max(self._newest_ms.get(partition, 0), event_time)
+
+    def _expire(self, partition: int, ctx: BatchContext) -> None:
+        """Drop interactions idle for longer than the TTL, by event time (checked hourly)."""
+        newest = self._newest_ms.get(partition, 0)
+        if newest - self._swept_ms.get(partition, 0) < min(self.ttl_ms, 3_600_000):
+            return
+        self._swept_ms[partition] = newest
+        store = ctx.store("interactions", partition)
+        for key, entry in list(store.committed_items()):
+            if entry.get("touched", 0) < newest - self.ttl_ms:
+                store.delete(key)

@@ -1,0 +1,1 @@
+"""The exactly-once processing runtime: transactions, state stores, agents."""

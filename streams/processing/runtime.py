@@ -1,0 +1,437 @@
+"""The exactly-once runtime: consume a batch, run the agents, commit everything in one transaction.
+
+One transactional producer per worker (transactional id ``<app_id>-<worker_id>``) carries a
+batch's output records, its state-store changelog records and its consumed offsets
+(``send_offsets_to_transaction`` with the consumer's group metadata, KIP-447). The batch
+commits as a whole or not at all; state stores apply their writes only after the commit
+(see ``store.py``). A restarted worker's ``init_transactions`` aborts whatever its crashed
+predecessor left open, and the group's committed offsets say where to resume.
+
+Why not faust-streaming's ``exactly_once``: its transaction manager chooses the producer
+by the *destination* partition, and it commits without flushing buffered changelog
+writes; a kill -9 probe against Kafka 4.1 lost and duplicated records (docs/exactly-once.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from agents.deadletter import DeadLetterReason, SourceCoordinates, dead_letter
+from streams.codec import AvroCodec, CodecError
+from streams.exceptions import MemstreamError
+from streams.observability import WorkerMetrics
+from streams.partitioning import partition_for_tenant
+from streams.processing.store import PartitionStore
+from streams.registry import latest_schema, registry_client, subject_for
+from streams.settings import Settings
+from streams.topics import LARGEST_MESSAGE_BYTES, topic_spec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One consumed record, decoded with its topic's latest schema."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    raw: bytes | None
+    value: dict[str, Any]
+
+    def coordinates(self, full_topic: str) -> SourceCoordinates:
+        """Where it came from, for a dead letter."""
+        return SourceCoordinates(full_topic, self.partition, self.offset, self.key, self.raw)
+
+
+class Agent(Protocol):
+    """A stream agent: plain logic over a batch of decoded records of its input topics."""
+
+    name: str
+    inputs: tuple[str, ...]
+    stores: tuple[str, ...]
+
+    def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
+        """Rebuild in-memory derived state for the partitions now owned."""
+
+    def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
+        """Handle one batch's records (in partition order) through ``ctx``."""
+
+
+class StoreAccess:
+    """Committed state stores of the owned partitions."""
+
+    def __init__(self, stores: dict[tuple[str, int], PartitionStore]) -> None:
+        self._stores = stores
+
+    def store(self, name: str, partition: int) -> PartitionStore:
+        """The store ``name`` of ``partition``."""
+        return self._stores[(name, partition)]
+
+    def has(self, name: str, partition: int) -> bool:
+        """Whether this worker keeps ``name`` for ``partition``."""
+        return (name, partition) in self._stores
+
+
+class BatchContext(StoreAccess):
+    """What an agent may do inside a batch: send records, dead-letter, use stores."""
+
+    def __init__(self, processor: Processor) -> None:
+        super().__init__(processor.stores)
+        self._processor = processor
+        self.agent = ""
+
+    def send(self, topic: str, record: dict[str, Any], *, key: str) -> None:
+        """Send ``record`` to ``topic`` (base name), on its tenant's partition."""
+        self._processor.send(topic, record, key=key, agent=self.agent)
+
+    def dead_letter(
+        self,
+        record: InputRecord,
+        reason: DeadLetterReason,
+        detail: str,
+        *,
+        tenant: str | None = None,
+    ) -> None:
+        """Send ``record``'s original bytes to deadletter.v1 with the reason."""
+        self._processor.dead_letter(record, reason, detail, agent=self.agent, tenant=tenant)
+
+
+class Processor:
+    """Runs agents over their input topics with exactly-once transactions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        agents: Sequence[Agent],
+        metrics: WorkerMetrics | None = None,
+        codec: AvroCodec | None = None,
+    ) -> None:
+        self.settings = settings
+        self.agents = list(agents)
+        self.metrics = metrics or WorkerMetrics()
+        self.codec = codec or AvroCodec(registry_client(settings))
+        self.stores: dict[tuple[str, int], PartitionStore] = {}
+        self._dispatch: dict[str, list[Agent]] = defaultdict(list)
+        for agent in self.agents:
+            for base in agent.inputs:
+                self._dispatch[settings.topic(base)].append(agent)
+        self._base = {settings.topic(t): t for a in self.agents for t in a.inputs}
+        self._readers = {full: latest_schema(topic_spec(base).schema) for full, base in self._base.items()}
+        self._owned: frozenset[int] = frozenset()
+        self._changelog_offsets: dict[tuple[str, int], int] = {}
+        self._delivery_errors: list[str] = []
+        self._timeout = settings.request_timeout_s
+        self._last_lag = 0.0
+        self.consumer = Consumer(self._consumer_config())
+        self.producer = Producer(self._producer_config())
+
+    # -- configuration -------------------------------------------------------------------
+    def _consumer_config(self) -> dict[str, Any]:
+        return {
+            **self.settings.kafka_client_config(),
+            "group.id": self.settings.app_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            # range keeps equal partition numbers of co-partitioned topics on one worker
+            "partition.assignment.strategy": "range",
+            "session.timeout.ms": self.settings.session_timeout_ms,
+            "max.poll.interval.ms": 600_000,
+            "log_level": 3,
+        }
+
+    def _producer_config(self) -> dict[str, Any]:
+        return {
+            **self.settings.kafka_client_config(),
+            "transactional.id": f"{self.settings.app_id}-{self.settings.worker_id}",
+            "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": self.settings.compression,
+            "linger.ms": 5,
+            "message.max.bytes": LARGEST_MESSAGE_BYTES,
+            "log_level": 3,
+        }
+
+    def changelog_topic(self, store: str) -> str:
+        """The compacted topic that backs ``store``."""
+        return self.settings.topic(f"{self.settings.app_id}-{store}-changelog")
+
+    # -- main loop ----------------------------------------------------------------------
+    def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
+        """Process until ``stop`` is set; a fatal Kafka error propagates (crash-only)."""
+        self.producer.init_transactions(self._timeout * 4)
+        self.consumer.subscribe(
+            list(self._dispatch), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        if on_ready:
+            on_ready()
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                msgs = self.consumer.consume(
+                    num_messages=self.settings.batch_max_records,
+                    timeout=self.settings.batch_max_wait_s,
+                )
+                self._maybe_report_lag()
+                msgs = [m for m in msgs if self._usable(m)]
+                if not msgs:
+                    continue
+                try:
+                    self._process_batch(msgs)
+                    backoff = 0.5
+                except MemstreamError as exc:
+                    if not exc.retriable:
+                        raise
+                    logger.warning("batch failed, retrying in %.1fs: %s", backoff, exc)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            self.close()
+
+    def _usable(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return True
+        if err.fatal():
+            raise KafkaException(err)
+        logger.warning("consumer: %s", err.str())
+        return False
+
+    def _process_batch(self, msgs: list[Message]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            tp = (msg.topic(), msg.partition())
+            first.setdefault(tp, msg.offset())
+            last[tp] = msg.offset()
+        self.producer.begin_transaction()
+        try:
+            ctx = BatchContext(self)
+            by_agent = self._decode(msgs, ctx)
+            for agent in self.agents:
+                records = by_agent.get(agent.name)
+                if records:
+                    ctx.agent = agent.name
+                    agent.process(records, ctx)
+            self.producer.flush(self._timeout)
+            if self._delivery_errors:
+                raise KafkaException(KafkaError(KafkaError._FAIL, "; ".join(self._delivery_errors)))
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), self._timeout
+            )
+            self.producer.commit_transaction(self._timeout)
+        except BaseException:
+            self._abort(first)
+            raise
+        self.metrics.transactions.labels("commit").inc()
+        self._apply_stores()
+
+    def _decode(self, msgs: list[Message], ctx: BatchContext) -> dict[str, list[InputRecord]]:
+        by_agent: dict[str, list[InputRecord]] = defaultdict(list)
+        for msg in msgs:
+            full = msg.topic()
+            base = self._base[full]
+            raw = msg.value()
+            for agent in self._dispatch[full]:
+                self.metrics.events_in.labels(agent.name, base).inc()
+            try:
+                if raw is None:
+                    raise CodecError("null value (tombstone) on an event topic")
+                value = self.codec.decode(raw, self._readers[full])
+            except CodecError as exc:
+                ctx.agent = self._dispatch[full][0].name
+                source = SourceCoordinates(full, msg.partition(), msg.offset(), msg.key(), raw)
+                self._dead_letter_at(source, DeadLetterReason.UNDECODABLE, str(exc), ctx.agent, None)
+                continue
+            record = InputRecord(base, msg.partition(), msg.offset(), msg.key(), raw, value)
+            for agent in self._dispatch[full]:
+                by_agent[agent.name].append(record)
+        return by_agent
+
+    def _abort(self, first: dict[tuple[str, int], int]) -> None:
+        self.metrics.transactions.labels("abort").inc()
+        self._delivery_errors.clear()
+        for store in self.stores.values():
+            store.discard()
+        try:
+            self.producer.abort_transaction(self._timeout)
+        except KafkaException:
+            logger.exception("abort_transaction failed")
+            raise
+        for (topic, partition), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+        # In-memory state may hold the aborted batch's effects: rebuild it from the stores.
+        self._notify_agents()
+
+    def _apply_stores(self) -> None:
+        for (name, partition), store in self.stores.items():
+            offset = self._changelog_offsets.pop((store.changelog, partition), None)
+            store.apply(None if offset is None else offset + 1)
+
+    # -- sending --------------------------------------------------------------------------
+    def send(self, topic: str, record: dict[str, Any], *, key: str, agent: str) -> None:
+        """Encode and produce ``record`` inside the open transaction."""
+        spec = topic_spec(topic)
+        full = self.settings.topic(topic)
+        value = self.codec.encode(subject_for(self.settings, spec), latest_schema(spec.schema), record)
+        partition = partition_for_tenant(str(record["tenant"]), self.settings.partitions)
+        self._produce(full, partition, key.encode(), value)
+        self.metrics.events_out.labels(agent, topic).inc()
+
+    def dead_letter(
+        self,
+        record: InputRecord,
+        reason: DeadLetterReason,
+        detail: str,
+        *,
+        agent: str,
+        tenant: str | None,
+    ) -> None:
+        """Dead-letter a decoded input record."""
+        full = self.settings.topic(record.topic)
+        self._dead_letter_at(record.coordinates(full), reason, detail, agent, tenant)
+
+    def _dead_letter_at(
+        self,
+        source: SourceCoordinates,
+        reason: DeadLetterReason,
+        detail: str,
+        agent: str,
+        tenant: str | None,
+    ) -> None:
+        letter = dead_letter(source, agent=agent, reason=reason, detail=detail, tenant=tenant)
+        spec = topic_spec("deadletter.v1")
+        value = self.codec.encode(
+            subject_for(self.settings, spec), latest_schema(spec.schema), letter
+        )
+        # Same partition number as the source: a dead letter stays with its tenant.
+        self._produce(self.settings.topic("deadletter.v1"), source.partition, source.topic.encode(), value)
+        self.metrics.dead_letters.labels(agent, reason.value).inc()
+        logger.warning(
+            "dead letter from %s[%d]@%d by %s: %s (%s)",
+            source.topic, source.partition, source.offset, agent, reason.value, detail,
+        )
+
+    def emit_changelog(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        """Produce a state-store change inside the open transaction."""
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self._delivery_errors.append(f"{topic}[{partition}]: {err.str()}")
+                return
+            slot = (topic, partition)
+            self._changelog_offsets[slot] = max(self._changelog_offsets.get(slot, -1), msg.offset())
+
+        self._produce(topic, partition, key, value, delivered)
+
+    def _produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        callback = on_delivery or self._on_output_delivery
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value=value, key=key, partition=partition, on_delivery=callback
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def _on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    # -- rebalancing ------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Eager (range) rebalancing: each assignment is the whole new set.
+        owned = frozenset(tp.partition for tp in partitions)
+        self._open_stores(owned)
+        self._owned = owned
+        logger.info("assigned partitions %s", sorted(owned))
+        self._notify_agents()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {tp.partition for tp in partitions}
+        remaining = {tp.partition for tp in consumer.assignment()} - revoked
+        self._owned = frozenset(remaining)
+        logger.info("revoked partitions %s", sorted(revoked))
+
+    def _open_stores(self, partitions: Iterable[int]) -> None:
+        consumer_conf = {**self.settings.kafka_client_config(), "log_level": 3}
+        restore_timeout = self.settings.transaction_timeout_ms / 1000 + 30
+        for agent in self.agents:
+            for name in agent.stores:
+                for partition in partitions:
+                    if (name, partition) in self.stores:
+                        store = self.stores[(name, partition)]
+                    else:
+                        path = self.settings.worker_data_dir / name / str(partition)
+                        store = PartitionStore(
+                            name, path, self.changelog_topic(name), partition, self.emit_changelog
+                        )
+                        self.stores[(name, partition)] = store
+                    started = time.monotonic()
+                    count = store.restore(consumer_conf, restore_timeout)
+                    if count:
+                        logger.info(
+                            "restored %s[%d]: %d changes in %.1fs",
+                            name, partition, count, time.monotonic() - started,
+                        )
+
+    def _notify_agents(self) -> None:
+        access = StoreAccess(self.stores)
+        for agent in self.agents:
+            agent.on_assigned(self._owned, access)
+
+    def _maybe_report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < 15:
+            return
+        self._last_lag = now
+        try:
+            assignment = self.consumer.assignment()
+            for tp in self.consumer.position(assignment):
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                lag = max(0, high - tp.offset) if tp.offset >= 0 else high
+                for agent in self._dispatch.get(tp.topic, []):
+                    self.metrics.consumer_lag.labels(agent.name, self._base[tp.topic]).set(lag)
+        except KafkaException as exc:
+            logger.warning("lag report failed: %s", exc)
+
+    def close(self) -> None:
+        """Leave the group and close stores."""
+        try:
+            self.consumer.close()
+        finally:
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT finish the current batch, then stop."""
+
+    def handler(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping after the current batch", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,80 @@
+"""``memstream worker``: build the selected agents and run them exactly-once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from streams.admin import ensure_changelog_topics, ensure_topics
+from streams.observability import WorkerMetrics
+from streams.processing.runtime import Agent, Processor, install_stop_handlers
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+AGENT_NAMES = ("score", "memorize")
+
+
+def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetrics) -> list[Agent]:
+    """The agents named (models are loaded once here, per worker process)."""
+    unknown = sorted(set(names) - set(AGENT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown agents {unknown}; known: {', '.join(AGENT_NAMES)}")
+    agents: list[Agent] = []
+    if "score" in names:
+        from agents.score import ScoreAgent
+        from agents.scoring import ValueScorer, load_scorer_config
+
+        scorer = ValueScorer(load_scorer_config(settings.scorer_config))
+        agents.append(
+            ScoreAgent(
+                scorer,
+                max_text_chars=settings.max_text_chars,
+                interaction_ttl_s=settings.interaction_ttl_s,
+                metrics=metrics,
+            )
+        )
+    if "memorize" in names:
+        from agents.memorize import MemorizeAgent
+        from agents.models.embedder import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder(
+            settings.embedding_model, batch_size=settings.embed_batch_size
+        )
+        agents.append(
+            MemorizeAgent(
+                embedder,
+                threshold=settings.near_duplicate_threshold,
+                max_text_chars=settings.max_text_chars,
+                embed_batch_size=settings.embed_batch_size,
+                metrics=metrics,
+            )
+        )
+    return agents
+
+
+def run_worker(
+    settings: Settings,
+    names: Sequence[str] = AGENT_NAMES,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Provision topics, load models, serve metrics, and process until stopped."""
+    metrics = WorkerMetrics()
+    ensure_topics(settings)
+    agents = build_agents(settings, names, metrics)
+    processor = Processor(settings, agents, metrics)
+    changelogs = [processor.changelog_topic(s) for a in agents for s in a.stores]
+    ensure_changelog_topics(settings, changelogs)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+        logger.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        install_stop_handlers(stop)
+    logger.info(
+        "worker %s of %s running agents %s", settings.worker_id, settings.app_id,
+        ", ".join(a.name for a in agents),
+    )
+    processor.run(stop, on_ready)
