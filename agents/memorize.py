@@ -21,7 +21,7 @@ from agents.models.exceptions import ModelMismatchError
 from agents.models.index import TenantIndexes
 from agents.score import SEP, to_millis
 from streams.observability import WorkerMetrics
-from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
+from streams.processing.runtime import BatchContext, InputRecord, StoreAccess, fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class MemorizeAgent:
         vectors = self._embed_unseen(valid, ctx)
         for record in valid:
             self._memorize(record, vectors, ctx)
+        fault_point("memorize-embedded")
 
     # -- steps -------------------------------------------------------------------------------
     def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:

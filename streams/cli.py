@@ -249,6 +249,25 @@ def worker(
     run_worker(_settings(), names, on_ready=lambda: logging.getLogger("memstream").info("ready"))
 
 
+@app.command("stats")
+def stats() -> None:
+    """Per-stage counts from the broker: ingested = memorized + merged + dead-lettered + in flight."""
+    from streams.stats import pipeline_stats
+
+    result = pipeline_stats(_settings())
+    typer.echo(f"{'topic':<16} {'records':>9} {'unprocessed':>12}")
+    for topic, count in result.records.items():
+        lag = result.lag.get(topic)
+        typer.echo(f"{topic:<16} {count:>9} {'' if lag is None else lag:>12}")
+    dead = sum(result.dead_letters.values())
+    typer.echo(
+        f"\ningested {result.ingested} = memories {result.memories} + merged {result.merged}"
+        f" + dead-lettered {dead} + in flight {result.ingested - result.memorized_events - dead}"
+    )
+    for agent, count in sorted(result.dead_letters.items()):
+        typer.echo(f"  dead letters from {agent}: {count}")
+
+
 # -- demo ------------------------------------------------------------------------------------
 @app.command("demo")
 def demo() -> None:

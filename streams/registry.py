@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -40,6 +41,7 @@ def subject_for(settings: Settings, spec: TopicSpec) -> str:
     return f"{settings.topic(spec.base)}-value"
 
 
+@functools.lru_cache(maxsize=64)
 def latest_schema(subject_base: str, directory: Path = SCHEMA_DIR) -> dict[str, Any]:
     """The newest shipped version of a subject base's schema (what producers write with)."""
     versions = load_schema_versions(directory).get(subject_base)

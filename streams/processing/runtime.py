@@ -15,6 +15,7 @@ writes; a kill -9 probe against Kafka 4.1 lost and duplicated records (docs/exac
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -141,6 +142,9 @@ class Processor:
         return {
             **self.settings.kafka_client_config(),
             "group.id": self.settings.app_id,
+            # Static membership: a restarted worker takes its old place at once, without
+            # waiting for the session of its killed predecessor to time out.
+            "group.instance.id": f"{self.settings.app_id}-{self.settings.worker_id}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
@@ -225,6 +229,7 @@ class Processor:
                 if records:
                     ctx.agent = agent.name
                     agent.process(records, ctx)
+            fault_point("after-process")
             self.producer.flush(self._timeout)
             if self._delivery_errors:
                 raise KafkaException(KafkaError(KafkaError._FAIL, "; ".join(self._delivery_errors)))
@@ -232,11 +237,13 @@ class Processor:
             self.producer.send_offsets_to_transaction(
                 offsets, self.consumer.consumer_group_metadata(), self._timeout
             )
+            fault_point("before-commit")
             self.producer.commit_transaction(self._timeout)
         except BaseException:
             self._abort(first)
             raise
         self.metrics.transactions.labels("commit").inc()
+        fault_point("after-commit")
         self._apply_stores()
 
     def _decode(self, msgs: list[Message], ctx: BatchContext) -> dict[str, list[InputRecord]]:
@@ -424,6 +431,24 @@ class Processor:
             for store in self.stores.values():
                 store.close()
             self.stores.clear()
+
+
+_FAULT = os.environ.get("MEMSTREAM_FAULT_INJECT", "")
+_fault_hits: dict[str, int] = defaultdict(int)
+
+
+def fault_point(name: str) -> None:
+    """Crash tests only: ``MEMSTREAM_FAULT_INJECT=<point>:<n>`` kill -9s this process the
+    n-th time it reaches ``<point>`` (after-process, before-commit, after-commit,
+    memorize-embedded)."""
+    if not _FAULT:
+        return
+    point, _, nth = _FAULT.partition(":")
+    if point == name:
+        _fault_hits[name] += 1
+        if _fault_hits[name] >= int(nth or 1):
+            logger.warning("fault injection: SIGKILL at %s", name)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks of memstream against the raw limits of the libraries it is built on."""
