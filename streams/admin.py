@@ -45,18 +45,23 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({**settings.kafka_client_config(), "log_level": 3})
 
 
+def _existing_topics(admin: AdminClient, settings: Settings) -> dict[str, object]:
+    timeout = settings.request_timeout_s
+    try:
+        return dict(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise UnavailableError(
+            f"broker {settings.bootstrap_servers} unreachable after {timeout:.0f}s: {exc}"
+        ) from exc
+
+
 def ensure_topics(
     settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS, admin: AdminClient | None = None
 ) -> ProvisionReport:
     """Create missing topics; leave existing ones alone and report where they differ."""
     admin = admin or admin_client(settings)
     timeout = settings.request_timeout_s
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise UnavailableError(
-            f"broker {settings.bootstrap_servers} unreachable after {timeout:.0f}s: {exc}"
-        ) from exc
+    existing = _existing_topics(admin, settings)
     report = ProvisionReport()
     missing = [s for s in specs if settings.topic(s.base) not in existing]
     if missing:
@@ -108,12 +113,7 @@ def ensure_changelog_topics(settings: Settings, topics: list[str]) -> list[str]:
     """Create missing compacted changelog topics (same partition count as the data topics)."""
     admin = admin_client(settings)
     timeout = settings.request_timeout_s
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise UnavailableError(
-            f"broker {settings.bootstrap_servers} unreachable after {timeout:.0f}s: {exc}"
-        ) from exc
+    existing = _existing_topics(admin, settings)
     missing = [t for t in topics if t not in existing]
     if missing:
         new = [
