@@ -74,7 +74,7 @@ class MemorizeAgent:
         vectors = self._embed_unseen(valid, ctx)
         for record in valid:
             self._memorize(record, vectors, ctx)
-        fault_point("memorize-embedded")
+        fault_point("memorize-embedded", prepare=ctx.flush)
 
     # -- steps -------------------------------------------------------------------------------
     def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:

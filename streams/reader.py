@@ -34,11 +34,13 @@ def read_topic(
     *,
     max_records: int | None = None,
     idle_timeout_s: float = 5.0,
+    committed: bool = True,
 ) -> Iterator[ReadRecord]:
     """Every committed record of ``topic`` from the beginning, up to its current end.
 
     Stops at the end offsets seen when it starts (or after ``max_records``); uses no
     consumer group offsets, so reading changes nothing for other consumers.
+    ``committed=False`` also shows records of open or aborted transactions (diagnostics).
     """
     spec = topic_spec(topic, settings.topic_prefix)
     name = settings.topic(spec.base)
@@ -49,7 +51,7 @@ def read_topic(
             **settings.kafka_client_config(),
             "group.id": f"memstream-reader-{uuid.uuid4()}",
             "enable.auto.commit": False,
-            "isolation.level": "read_committed",
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
             "log_level": 3,
         }
     )

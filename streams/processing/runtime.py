@@ -107,6 +107,10 @@ class BatchContext(StoreAccess):
         """Send ``record``'s original bytes to deadletter.v1 with the reason."""
         self._processor.dead_letter(record, reason, detail, agent=self.agent, tenant=tenant)
 
+    def flush(self) -> None:
+        """Deliver what was sent so far to the broker (still inside the open transaction)."""
+        self._processor.producer.flush(self._processor.settings.request_timeout_s)
+
 
 class Processor:
     """Runs agents over their input topics with exactly-once transactions."""
@@ -437,16 +441,18 @@ _FAULT = os.environ.get("MEMSTREAM_FAULT_INJECT", "")
 _fault_hits: dict[str, int] = defaultdict(int)
 
 
-def fault_point(name: str) -> None:
+def fault_point(name: str, prepare: Callable[[], None] | None = None) -> None:
     """Crash tests only: ``MEMSTREAM_FAULT_INJECT=<point>:<n>`` kill -9s this process the
     n-th time it reaches ``<point>`` (after-process, before-commit, after-commit,
-    memorize-embedded)."""
+    memorize-embedded), after calling ``prepare`` (e.g. to put sent records on the broker)."""
     if not _FAULT:
         return
     point, _, nth = _FAULT.partition(":")
     if point == name:
         _fault_hits[name] += 1
         if _fault_hits[name] >= int(nth or 1):
+            if prepare is not None:
+                prepare()
             logger.warning("fault injection: SIGKILL at %s", name)
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -1,0 +1,187 @@
+"""Run real worker processes against the local stack and read back what they committed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from streams.events import Feedback, TelemetryEvent
+from streams.producer import MemstreamProducer
+from streams.reader import read_topic
+from streams.settings import Settings
+from streams.stats import pipeline_stats
+from tests.integration.workload import Workload
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def worker_settings(base: Settings, tmp: Path, **overrides: Any) -> Settings:
+    """Settings for one pipeline under test: its own app id, state dir, no metrics port."""
+    return base.model_copy(
+        update={
+            "app_id": f"pytest-{uuid.uuid4().hex[:8]}",
+            "data_dir": tmp / "state",
+            "metrics_port": 0,
+            "batch_max_records": 50,
+            **overrides,
+        }
+    )
+
+
+def produce(settings: Settings, work: Workload) -> None:
+    """Telemetry with its early feedback in order, then late feedback, poison and garbage."""
+    early = {f.interaction_id: f for f in work.feedback[1::2]}
+    late = work.feedback[0::2]
+    with MemstreamProducer(settings) as producer:
+        for event in work.telemetry:
+            producer.send_async(event)
+            if event.interaction_id in early:
+                producer.send_async(early[event.interaction_id])
+        for event in work.poison_empty:
+            producer.send_async(event)
+        for fb in late:
+            producer.send_async(fb)
+    raw = Producer(settings.kafka_client_config())
+    for value in work.garbage:
+        raw.produce(settings.topic("telemetry.v1"), value=value, key=b"garbage", partition=0)
+    raw.flush(10)
+
+
+def start_worker(settings: Settings, log: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
+    """A real ``memstream worker`` process."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "PYTHONPATH": str(REPO),
+        "MEMSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "MEMSTREAM_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+        "MEMSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "MEMSTREAM_PARTITIONS": str(settings.partitions),
+        "MEMSTREAM_APP_ID": settings.app_id,
+        "MEMSTREAM_WORKER_ID": settings.worker_id,
+        "MEMSTREAM_DATA_DIR": str(settings.data_dir),
+        "MEMSTREAM_METRICS_PORT": str(settings.metrics_port),
+        "MEMSTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
+        "OMP_NUM_THREADS": "2",
+    }
+    if fault:
+        env["MEMSTREAM_FAULT_INJECT"] = fault
+    out = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", "worker", "--plain-logs"],
+        env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+    )
+
+
+def wait_ready(log: Path, since: int, timeout: float = 120) -> None:
+    """Until the worker logged 'assigned partitions' after byte offset ``since`` of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "assigned partitions" in log.read_bytes()[since:].decode(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"worker not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGTERM, then wait for a clean exit."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout)
+
+
+def wait_drained(settings: Settings, ingested: int, timeout: float = 600) -> None:
+    """Until the app has consumed every input and every one of the ``ingested`` telemetry
+    records is memorized or dead-lettered (the accounting ``memstream stats`` prints)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        stats = pipeline_stats(settings)
+        last = stats
+        if (
+            stats.ingested >= ingested
+            and stats.in_flight == 0
+            and all(v == 0 for v in stats.lag.values())
+        ):
+            return
+        time.sleep(2)
+    raise AssertionError(f"pipeline not drained after {timeout}s: {last}")
+
+
+def scored(settings: Settings) -> list[dict[str, Any]]:
+    """Every committed scored record."""
+    return [r.value for r in read_topic(settings, "scored.v1") if r.value]
+
+
+def final_memories(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The latest record per memory key (what compaction keeps)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in read_topic(settings, "memories.v1"):
+        if r.key is not None and r.value is not None:
+            latest[r.key] = r.value
+    return latest
+
+
+def dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    """Every committed dead letter."""
+    return [r.value for r in read_topic(settings, "deadletter.v1") if r.value]
+
+
+def changelog_state(settings: Settings, store: str) -> dict[str, Any]:
+    """A state store's committed contents, as its changelog says (latest value per key)."""
+    topic = settings.topic(f"{settings.app_id}-{store}-changelog")
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"cl-{uuid.uuid4()}",
+                         "enable.partition.eof": True, "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "log_level": 3})
+    try:
+        parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        pending = set(parts)
+        state: dict[str, Any] = {}
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                    continue
+                key = msg.key().decode()
+                if msg.value() is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = json.loads(msg.value())
+        return state
+    finally:
+        consumer.close()
+
+
+def memory_identity(memories: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """What must be identical across runs: ids, text, counts, sources, merges (not values,
+    which depend on how far memorize had got when an event was scored)."""
+    return {
+        key: (
+            m["text"], m["occurrence_count"], tuple(sorted(m["source_event_ids"])),
+            tuple(sorted((x["event_id"], x["match"]) for x in m["merges"])), m["deleted"],
+        )
+        for key, m in memories.items()
+    }
+
+
+def revisions_by_event(records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Revisions seen per scored event id, in log order."""
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        seen[record["event_id"]].append(record["revision"])
+    return seen
+
+
+__all__ = ["Feedback", "TelemetryEvent"]
