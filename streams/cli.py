@@ -271,7 +271,7 @@ def stats() -> None:
 # -- demo ------------------------------------------------------------------------------------
 @app.command("demo")
 def demo() -> None:
-    """End to end on the local stack: up, provision, produce events, read them back decoded."""
+    """End to end on the local stack: up, produce a session, run the worker, show its memories."""
     from streams.demo import run_demo
 
     dev_up(no_provision=False)
@@ -283,7 +283,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
-    for noisy in ("httpx", "httpcore", "urllib3"):
+    for noisy in ("httpx", "httpcore", "urllib3", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app()

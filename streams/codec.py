@@ -38,6 +38,10 @@ class AvroCodec:
         self._writers: dict[tuple[str, str], tuple[int, Any]] = {}
         self._by_id: dict[int, Any] = {}
         self._readers: dict[str, Any] = {}
+        # Hot path: callers pass the same schema objects (registry.latest_schema is cached),
+        # so look them up by identity; the cached object is kept so its id stays unique.
+        self._writer_fast: dict[tuple[str, int], tuple[Mapping[str, Any], tuple[int, Any]]] = {}
+        self._reader_fast: dict[tuple[int, int], tuple[Mapping[str, Any], Any]] = {}
 
     def schema_id(self, subject: str, schema: Mapping[str, Any]) -> int:
         """The registry id of ``schema`` under ``subject`` (looked up once, then cached)."""
@@ -59,7 +63,7 @@ class AvroCodec:
         if magic != MAGIC:
             raise CodecError(f"magic byte {magic}, expected {MAGIC}: not Confluent-framed Avro")
         writer = self._writer_by_id(schema_id)
-        reader = self._reader(reader_schema) if reader_schema is not None else None
+        reader = self._resolution(schema_id, writer, reader_schema)
         try:
             return fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), writer, reader)
         except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
@@ -67,6 +71,14 @@ class AvroCodec:
 
     # -- caches -------------------------------------------------------------------------
     def _writer(self, subject: str, schema: Mapping[str, Any]) -> tuple[int, Any]:
+        fast = self._writer_fast.get((subject, id(schema)))
+        if fast is not None and fast[0] is schema:
+            return fast[1]
+        entry = self._writer_slow(subject, schema)
+        self._writer_fast[(subject, id(schema))] = (schema, entry)
+        return entry
+
+    def _writer_slow(self, subject: str, schema: Mapping[str, Any]) -> tuple[int, Any]:
         text = json.dumps(schema, sort_keys=True)
         key = (subject, text)
         cached = self._writers.get(key)
@@ -107,6 +119,21 @@ class AvroCodec:
         parsed = fastavro.parse_schema(json.loads(schema.schema_str))
         self._by_id[schema_id] = parsed
         return parsed
+
+    def _resolution(
+        self, schema_id: int, writer: Any, reader_schema: Mapping[str, Any] | None
+    ) -> Any:
+        """The reader schema to resolve ``schema_id``'s records to; None when the writer
+        schema is the same, which saves fastavro a schema resolution per record."""
+        if reader_schema is None:
+            return None
+        fast = self._reader_fast.get((schema_id, id(reader_schema)))
+        if fast is not None and fast[0] is reader_schema:
+            return fast[1]
+        reader = self._reader(reader_schema)
+        resolved = None if reader == writer else reader
+        self._reader_fast[(schema_id, id(reader_schema))] = (reader_schema, resolved)
+        return resolved
 
     def _reader(self, schema: Mapping[str, Any]) -> Any:
         text = json.dumps(schema, sort_keys=True)

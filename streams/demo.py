@@ -1,41 +1,162 @@
-"""The end-to-end demo: telemetry and feedback through the SDK, read back decoded."""
+"""The end-to-end demo: telemetry and feedback through the SDK, a worker that scores,
+de-duplicates, embeds and memorizes them exactly-once, and the memories read back."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from streams.events import Feedback, TelemetryEvent
+from streams.exceptions import MemstreamError
 from streams.producer import MemstreamProducer
 from streams.reader import read_topic
 from streams.settings import Settings
+from streams.stats import pipeline_stats
+
+WAIT_S = 180.0
+
+
+class DemoError(MemstreamError):
+    """The demo's pipeline did not produce what it waited for."""
+
+
+def _events(tenant: str) -> tuple[list[TelemetryEvent | Feedback], Feedback]:
+    """One tenant's session: a question asked three ways (exact and near duplicates), a
+    helpful answer with early feedback, and an answer whose feedback arrives late."""
+    session = f"{tenant}-s1"
+
+    def event(n: int, kind: str, text: str, **extra: Any) -> TelemetryEvent:
+        return TelemetryEvent(tenant=tenant, session_id=session, interaction_id=f"{session}-i{n}",
+                              kind=kind, text=text, **extra)
+
+    events: list[TelemetryEvent | Feedback] = [
+        event(1, "QUERY", "How do I rotate the API keys for the billing service?"),
+        event(1, "RESPONSE", "Run `billing keys rotate`, then restart the billing workers.",
+              model="demo-model", token_count=14),
+        event(1, "OUTCOME", "Keys rotated; the billing workers are healthy.", outcome="SUCCESS"),
+        Feedback(tenant=tenant, session_id=session, interaction_id=f"{session}-i1", rating=1.0,
+                 label="helpful"),
+        event(2, "QUERY", "how do I rotate the API keys for the billing service"),  # exact dup
+        event(3, "QUERY", "How can I rotate the API keys of the billing service?"),  # near dup
+        event(4, "RESPONSE", "The quarterly report is generated every Monday at 06:00 UTC.",
+              model="demo-model", token_count=12),
+    ]
+    late = Feedback(tenant=tenant, session_id=session, interaction_id=f"{session}-i4",
+                    rating=0.9, label="accurate")
+    return events, late
+
+
+def _memories(settings: Settings, tenant: str) -> dict[str, dict[str, Any]]:
+    """The tenant's memories, latest version of each."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_topic(settings, "memories.v1", idle_timeout_s=2.0):
+        value = record.value
+        if value is not None and value["tenant"] == tenant:
+            latest[value["memory_id"]] = value
+    return latest
+
+
+def _wait(what: str, done: Callable[[], bool], worker: _Worker, say: Callable[[str], None]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not done():
+        worker.check()
+        if time.monotonic() > deadline:
+            raise DemoError(f"{what}: not seen after {WAIT_S:.0f}s (see the worker log above)")
+        say(f"  … waiting for {what}")
+        time.sleep(1.0)
+
+
+class _Worker:
+    """``memstream worker`` (score + memorize) in a thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from streams.worker import run_worker
+
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                run_worker(settings, ("score", "memorize"), self.stop, self.ready.set)
+            except BaseException as exc:  # noqa: BLE001 - reported by check()
+                self.error = exc
+                self.ready.set()
+
+        self._thread = threading.Thread(target=run, name="demo-worker", daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise DemoError(f"the worker failed: {self.error}") from self.error
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(60)
+
+
+def _show(memories: Iterable[dict[str, Any]], say: Callable[[str], None]) -> None:
+    say(f"  {'memory id':<10} {'value':>6} {'conf':>5} {'seen':>4}  text / merged events")
+    for m in sorted(memories, key=lambda m: m["event_time"]):
+        value = "?" if m["value"] is None else f"{m['value']:.2f}"
+        say(f"  {m['memory_id'][:8]:<10} {value:>6} {m['confidence']:>5.2f} "
+            f"{m['occurrence_count']:>4}  {m['text']}")
+        for merge in m["merges"]:
+            say(f"  {'':<10} {'':>6} {'':>5} {'':>4}    + {merge['match']} duplicate "
+                f"(similarity {merge['similarity']:.3f}) from event {merge['event_id'][:8]}")
 
 
 def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
-    """Produce one short session's events and show them as the log holds them."""
-    session = f"demo-{uuid.uuid4().hex[:8]}"
-    interaction = f"{session}-i1"
-    events = [
-        TelemetryEvent(tenant="acme", session_id=session, interaction_id=interaction,
-                       kind="QUERY", text="How do I rotate the API keys for the billing service?"),
-        TelemetryEvent(tenant="acme", session_id=session, interaction_id=interaction,
-                       kind="RESPONSE", text="Run `billing keys rotate`, then restart the workers.",
-                       model="demo-model", token_count=14),
-        TelemetryEvent(tenant="acme", session_id=session, interaction_id=interaction,
-                       kind="OUTCOME", text="Keys rotated; workers healthy.", outcome="SUCCESS"),
-        Feedback(tenant="acme", session_id=session, interaction_id=interaction, rating=1.0,
-                 label="helpful"),
-    ]
+    """Produce a session, run the pipeline over it, and show the memories it made."""
+    tenant = f"demo-{uuid.uuid4().hex[:6]}"
+    events, late = _events(tenant)
+    say(f"1. producing a session of tenant {tenant} through the SDK")
     with MemstreamProducer(settings) as producer:
         for event in events:
             result = producer.send(event)
-            say(f"sent {type(event).__name__:<15} -> {result.topic}[{result.partition}]"
-                f"@{result.offset}")
-    for topic in ("telemetry.v1", "feedback.v1"):
-        say(f"\n{topic}, read back (read_committed, decoded through the registry):")
-        for record in read_topic(settings, topic):
-            value = record.value or {}
-            if value.get("session_id") != session:
-                continue
-            say(f"  [{record.partition}]@{record.offset} {value.get('kind', 'FEEDBACK'):<9} "
-                f"{value.get('text') or value.get('rating')}")
+            label = getattr(event, "kind", "FEEDBACK")
+            say(f"  {label:<9} -> {result.topic}[{result.partition}]@{result.offset}  "
+                f"{getattr(event, 'text', '')}")
+    telemetry = [e for e in events if isinstance(e, TelemetryEvent)]
+
+    say("\n2. running the worker (score → dedupe → embed → memorize, exactly-once); "
+        "loading the embedding model …")
+    worker = _Worker(settings.model_copy(update={"worker_id": "demo", "metrics_port": 0}))
+    try:
+        worker.ready.wait(WAIT_S)
+        worker.check()
+        ids = {e.event_id for e in telemetry}
+
+        def covered() -> bool:
+            memorized = {s for m in _memories(settings, tenant).values()
+                         for s in m["source_event_ids"]}
+            return ids <= memorized
+
+        _wait("memories of all 6 events", covered, worker, say)
+        say("\n3. memories.v1 (read_committed): 6 events became these memories")
+        _show(_memories(settings, tenant).values(), say)
+        say("  '?' = value unknown: no feedback yet (confidence 0), never a made-up 0.5")
+
+        say(f"\n4. late feedback for {late.interaction_id} (rating {late.rating}): a re-score")
+        with MemstreamProducer(settings) as producer:
+            producer.send(late)
+        answer = telemetry[-1].event_id
+
+        def rescored() -> bool:
+            return any(m["value"] is not None and answer in m["source_event_ids"]
+                       for m in _memories(settings, tenant).values())
+
+        _wait("the re-scored memory", rescored, worker, say)
+        _show([m for m in _memories(settings, tenant).values()
+               if answer in m["source_event_ids"]], say)
+    finally:
+        worker.close()
+
+    stats = pipeline_stats(settings)
+    dead = sum(stats.dead_letters.values())
+    say("\n5. accounting across every tenant (`memstream stats`): ingested "
+        f"{stats.ingested} = memories {stats.memories} + merged {stats.merged} + "
+        f"dead-lettered {dead} + in flight {stats.in_flight}")

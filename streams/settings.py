@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     @property
     def worker_data_dir(self) -> Path:
         """Where the worker keeps its RocksDB state stores."""
-        return self.data_dir or self.state_dir / "worker" / self.app_id
+        return self.data_dir or self.state_dir / "worker" / self.app_id / self.worker_id
 
     def topic(self, base: str) -> str:
         """Full topic name for a topic base name such as ``telemetry.v1``."""

@@ -413,19 +413,26 @@ class Processor:
             agent.on_assigned(self._owned, access)
 
     def _maybe_report_lag(self) -> None:
+        """Consumer lag per agent and input, from the high watermarks the fetches already
+        brought (no broker round trip on the processing thread)."""
         now = time.monotonic()
-        if now - self._last_lag < 15:
+        if now - self._last_lag < LAG_REPORT_INTERVAL_S:
             return
         self._last_lag = now
+        totals: dict[tuple[str, str], int] = defaultdict(int)
         try:
-            assignment = self.consumer.assignment()
-            for tp in self.consumer.position(assignment):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            for tp in self.consumer.position(self.consumer.assignment()):
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue  # nothing fetched from this partition yet
                 lag = max(0, high - tp.offset) if tp.offset >= 0 else high
                 for agent in self._dispatch.get(tp.topic, []):
-                    self.metrics.consumer_lag.labels(agent.name, self._base[tp.topic]).set(lag)
+                    totals[(agent.name, self._base[tp.topic])] += lag
         except KafkaException as exc:
             logger.warning("lag report failed: %s", exc)
+            return
+        for (agent_name, base), lag in totals.items():
+            self.metrics.consumer_lag.labels(agent_name, base).set(lag)
 
     def close(self) -> None:
         """Leave the group and close stores."""
@@ -436,6 +443,8 @@ class Processor:
                 store.close()
             self.stores.clear()
 
+
+LAG_REPORT_INTERVAL_S = 5.0
 
 _FAULT = os.environ.get("MEMSTREAM_FAULT_INJECT", "")
 _fault_hits: dict[str, int] = defaultdict(int)

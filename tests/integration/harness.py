@@ -76,6 +76,7 @@ def start_worker(settings: Settings, log: Path, fault: str | None = None) -> sub
     }
     if fault:
         env["MEMSTREAM_FAULT_INJECT"] = fault
+    log.parent.mkdir(parents=True, exist_ok=True)
     out = log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "streams", "worker", "--plain-logs"],

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -159,7 +161,7 @@ def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path:
     from streams.admin import ensure_topics
     from streams.registry import register_all
 
-    n_events, kills = (20_000, 10) if FULL else (1_500, 4)
+    n_events, kills = (20_000, 10) if FULL else (1_500, 6)
     work = generate(n_events, tenants=3, seed=11)
     runs = {}
     for name in ("reference", "crashing"):
@@ -178,14 +180,24 @@ def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path:
     log = tmp_path / "crashing" / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(5)
+    # Every other crash is placed by fault injection where timing rarely lands: between
+    # process and commit, after send_offsets_to_transaction, after the commit but before the
+    # stores were applied. The others are kill -9s from outside at a random moment.
+    placed = ["after-process", "before-commit", "after-commit"]
     for kill in range(kills):
         since = log.stat().st_size if log.exists() else 0
-        proc = start_worker(settings, log)
+        fault = None if kill % 2 else f"{placed[kill // 2 % len(placed)]}:{rng.randint(1, 4)}"
+        proc = start_worker(settings, log, fault=fault)
         wait_ready(log, since)
-        time.sleep(rng.uniform(0.5, 4.0 if not FULL else 8.0))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-        log.open("a").write(f"\n=== test: SIGKILL #{kill + 1} ===\n")
+        try:
+            proc.wait(60 if fault else rng.uniform(0.5, 8.0 if FULL else 4.0))
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL, log.read_text()[-3000:]
+        with log.open("a") as out:
+            out.write(f"\n=== test: SIGKILL #{kill + 1} ({fault or 'random'}) ===\n")
+    injected = re.findall(r"fault injection: SIGKILL at ([\w-]+)", log.read_text())
+    assert set(injected) == set(placed[: (kills + 1) // 2]), f"placed crashes: {injected}"
     run_clean(settings, work, tmp_path / "crashing")
 
     reference = check_exactly_once(runs["reference"], work)
