@@ -236,16 +236,17 @@ def _json_default(value: Any) -> Any:
 @app.command("worker")
 def worker(
     agents: Annotated[
-        str, typer.Option("--agents", help="comma-separated: score,memorize")
-    ] = "score,memorize",
+        str | None,
+        typer.Option("--agents", help="comma-separated subset of the agents (default: all)"),
+    ] = None,
     plain_logs: Annotated[bool, typer.Option("--plain-logs", help="text logs, not JSON")] = False,
 ) -> None:
     """Run the agents with exactly-once transactions until SIGTERM/SIGINT."""
     from streams.observability import configure_logging
-    from streams.worker import run_worker
+    from streams.worker import AGENT_NAMES, run_worker
 
     configure_logging(json_lines=not plain_logs)
-    names = [a.strip() for a in agents.split(",") if a.strip()]
+    names = [a.strip() for a in agents.split(",") if a.strip()] if agents else list(AGENT_NAMES)
     run_worker(_settings(), names, on_ready=lambda: logging.getLogger("memstream").info("ready"))
 
 
@@ -259,10 +260,9 @@ def stats() -> None:
     for topic, count in result.records.items():
         lag = result.lag.get(topic)
         typer.echo(f"{topic:<16} {count:>9} {'' if lag is None else lag:>12}")
-    dead = sum(result.dead_letters.values())
     typer.echo(
         f"\ningested {result.ingested} = memories {result.memories} + merged {result.merged}"
-        f" + dead-lettered {dead} + in flight {result.ingested - result.memorized_events - dead}"
+        f" + dead-lettered {result.dead_lettered} + in flight {result.in_flight}"
     )
     for agent, count in sorted(result.dead_letters.items()):
         typer.echo(f"  dead letters from {agent}: {count}")

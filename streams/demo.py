@@ -156,7 +156,6 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
         worker.close()
 
     stats = pipeline_stats(settings)
-    dead = sum(stats.dead_letters.values())
     say("\n5. accounting across every tenant (`memstream stats`): ingested "
         f"{stats.ingested} = memories {stats.memories} + merged {stats.merged} + "
-        f"dead-lettered {dead} + in flight {stats.in_flight}")
+        f"dead-lettered {stats.dead_lettered} + in flight {stats.in_flight}")

@@ -36,10 +36,14 @@ class PipelineStats:
         return self.memorized_events - self.memories
 
     @property
+    def dead_lettered(self) -> int:
+        """Ingested events dead-lettered on their way to memories (by score or memorize)."""
+        return self.dead_letters.get("score", 0) + self.dead_letters.get("memorize", 0)
+
+    @property
     def in_flight(self) -> int:
         """Ingested events not yet accounted for downstream."""
-        dead = self.dead_letters.get("score", 0) + self.dead_letters.get("memorize", 0)
-        return self.ingested - self.memorized_events - dead
+        return self.ingested - self.memorized_events - self.dead_lettered
 
 
 def _consumer(settings: Settings) -> Consumer:

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,7 +31,7 @@ from streams.codec import AvroCodec, CodecError
 from streams.exceptions import MemstreamError
 from streams.observability import WorkerMetrics
 from streams.partitioning import partition_for_tenant
-from streams.processing.store import PartitionStore
+from streams.processing.store import PartitionStore, restore_stores
 from streams.registry import latest_schema, registry_client, subject_for
 from streams.settings import Settings
 from streams.topics import LARGEST_MESSAGE_BYTES, topic_spec
@@ -138,6 +138,9 @@ class Processor:
         self._delivery_errors: list[str] = []
         self._timeout = settings.request_timeout_s
         self._last_lag = 0.0
+        # Per-batch metric counts, added to the metrics once the batch has committed.
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._outputs: dict[str, tuple[str, str, dict[str, Any]]] = {}
         self.consumer = Consumer(self._consumer_config())
         self.producer = Producer(self._producer_config())
 
@@ -225,6 +228,7 @@ class Processor:
             first.setdefault(tp, msg.offset())
             last[tp] = msg.offset()
         self.producer.begin_transaction()
+        self._counts.clear()
         try:
             ctx = BatchContext(self)
             by_agent = self._decode(msgs, ctx)
@@ -247,6 +251,8 @@ class Processor:
             self._abort(first)
             raise
         self.metrics.transactions.labels("commit").inc()
+        for (metric, agent_name, topic), count in self._counts.items():
+            getattr(self.metrics, metric).labels(agent_name, topic).inc(count)
         fault_point("after-commit")
         self._apply_stores()
 
@@ -257,7 +263,7 @@ class Processor:
             base = self._base[full]
             raw = msg.value()
             for agent in self._dispatch[full]:
-                self.metrics.events_in.labels(agent.name, base).inc()
+                self._counts[("events_in", agent.name, base)] += 1
             try:
                 if raw is None:
                     raise CodecError("null value (tombstone) on an event topic")
@@ -295,12 +301,17 @@ class Processor:
     # -- sending --------------------------------------------------------------------------
     def send(self, topic: str, record: dict[str, Any], *, key: str, agent: str) -> None:
         """Encode and produce ``record`` inside the open transaction."""
-        spec = topic_spec(topic)
-        full = self.settings.topic(topic)
-        value = self.codec.encode(subject_for(self.settings, spec), latest_schema(spec.schema), record)
+        target = self._outputs.get(topic)
+        if target is None:
+            spec = topic_spec(topic)
+            target = (self.settings.topic(topic), subject_for(self.settings, spec),
+                      latest_schema(spec.schema))
+            self._outputs[topic] = target
+        full, subject, schema = target
+        value = self.codec.encode(subject, schema, record)
         partition = partition_for_tenant(str(record["tenant"]), self.settings.partitions)
         self._produce(full, partition, key.encode(), value)
-        self.metrics.events_out.labels(agent, topic).inc()
+        self._counts[("events_out", agent, topic)] += 1
 
     def dead_letter(
         self,
@@ -356,19 +367,20 @@ class Processor:
         value: bytes | None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
-        callback = on_delivery or self._on_output_delivery
+        # Outputs need no per-record callback: if any record of the transaction fails,
+        # commit_transaction fails (abortable) and the batch is retried. Changelog records
+        # have one, to learn the offsets their store's checkpoint advances to.
         while True:
             try:
-                self.producer.produce(
-                    topic, value=value, key=key, partition=partition, on_delivery=callback
-                )
+                if on_delivery is None:
+                    self.producer.produce(topic, value=value, key=key, partition=partition)
+                else:
+                    self.producer.produce(
+                        topic, value=value, key=key, partition=partition, on_delivery=on_delivery
+                    )
                 return
             except BufferError:
                 self.producer.poll(0.1)
-
-    def _on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
     # -- rebalancing ------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -386,26 +398,31 @@ class Processor:
         logger.info("revoked partitions %s", sorted(revoked))
 
     def _open_stores(self, partitions: Iterable[int]) -> None:
-        consumer_conf = {**self.settings.kafka_client_config(), "log_level": 3}
-        restore_timeout = self.settings.transaction_timeout_ms / 1000 + 30
+        opened: list[PartitionStore] = []
         for agent in self.agents:
             for name in agent.stores:
                 for partition in partitions:
-                    if (name, partition) in self.stores:
-                        store = self.stores[(name, partition)]
-                    else:
+                    store = self.stores.get((name, partition))
+                    if store is None:
                         path = self.settings.worker_data_dir / name / str(partition)
                         store = PartitionStore(
                             name, path, self.changelog_topic(name), partition, self.emit_changelog
                         )
                         self.stores[(name, partition)] = store
-                    started = time.monotonic()
-                    count = store.restore(consumer_conf, restore_timeout)
-                    if count:
-                        logger.info(
-                            "restored %s[%d]: %d changes in %.1fs",
-                            name, partition, count, time.monotonic() - started,
-                        )
+                    opened.append(store)
+        started = time.monotonic()
+        counts = restore_stores(
+            opened,
+            {**self.settings.kafka_client_config(), "log_level": 3},
+            self.settings.transaction_timeout_ms / 1000 + 30,
+        )
+        for store, count in counts.items():
+            if count:
+                logger.info("restored %s[%d]: %d changes", store.name, store.partition, count)
+        logger.info(
+            "%d store partitions caught up with their changelogs in %.2fs",
+            len(opened), time.monotonic() - started,
+        )
 
     def _notify_agents(self) -> None:
         access = StoreAccess(self.stores)

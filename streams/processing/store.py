@@ -9,14 +9,13 @@ crash a store catches up from its checkpoint by reading the changelog with read_
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -27,25 +26,13 @@ Emit = Callable[[str, int, bytes, bytes | None], None]
 
 
 def encode_value(value: Any) -> bytes:
-    """JSON, with bytes carried as ``{"$b64": ...}``."""
-    return json.dumps(value, default=_default, separators=(",", ":")).encode()
+    """MessagePack (bytes stay bytes; several times faster than JSON on the hot path)."""
+    return msgpack.packb(value, use_bin_type=True)
 
 
 def decode_value(data: bytes) -> Any:
-    """Inverse of ``encode_value``."""
-    return json.loads(data, object_hook=_object_hook)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"$b64": base64.b64encode(bytes(value)).decode()}
-    raise TypeError(f"cannot store a {type(value).__name__}")
-
-
-def _object_hook(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1 and "$b64" in obj:
-        return base64.b64decode(obj["$b64"])
-    return obj
+    """Inverse of ``encode_value`` (tuples come back as lists)."""
+    return msgpack.unpackb(data, raw=False)
 
 
 class PartitionStore:
@@ -119,65 +106,11 @@ class PartitionStore:
     # -- recovery -------------------------------------------------------------------------------
     def restore(self, consumer_config: dict[str, Any], timeout_s: float) -> int:
         """Apply the changelog from the checkpoint to its committed end; return records read."""
-        consumer = Consumer(
-            {
-                **consumer_config,
-                "group.id": f"memstream-restore-{self.changelog}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        try:
-            tp = TopicPartition(self.changelog, self.partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            start = self.checkpoint
-            if start > high:
-                logger.warning(
-                    "store %s[%d] is ahead of its changelog (%d > %d): rebuilding from scratch",
-                    self.name, self.partition, start, high,
-                )
-                self._wipe()
-                start = 0
-            if start >= high:
-                return 0
-            consumer.assign([TopicPartition(self.changelog, self.partition, max(start, low))])
-            return self._read_to_end(consumer, high, timeout_s)
-        finally:
-            consumer.close()
+        return restore_stores([self], consumer_config, timeout_s)[self]
 
-    def _read_to_end(self, consumer: Consumer, high: int, timeout_s: float) -> int:
-        # read_committed stops at the last stable offset: an open transaction (a crashed
-        # worker's) holds it below ``high`` until that transaction is aborted or times out.
-        count = 0
-        batch = WriteBatch(raw_mode=True)
-        position = 0
-        deadline = time.monotonic() + timeout_s
-        while position < high:
-            for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise RuntimeError(
-                            f"restoring {self.changelog}[{self.partition}]: {err.str()}"
-                        )
-                    position = max(position, msg.offset())
-                    continue
-                if msg.value() is None:
-                    batch.delete(msg.key())
-                else:
-                    batch.put(msg.key(), msg.value())
-                position = msg.offset() + 1
-                count += 1
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"restoring {self.changelog}[{self.partition}]: stuck at offset {position} "
-                    f"of {high} for {timeout_s:.0f}s (an open transaction of another worker?)"
-                )
+    def _apply_restored(self, batch: WriteBatch, position: int) -> None:
         batch.put(CHECKPOINT_KEY, str(position).encode())
         self._db.write(batch)
-        return count
 
     def _wipe(self) -> None:
         batch = WriteBatch(raw_mode=True)
@@ -188,3 +121,85 @@ class PartitionStore:
     def close(self) -> None:
         """Close RocksDB."""
         self._db.close()
+
+
+def restore_stores(
+    stores: list[PartitionStore], consumer_config: dict[str, Any], timeout_s: float
+) -> dict[PartitionStore, int]:
+    """Bring every store up to its changelog's committed end with one consumer reading all
+    their changelog partitions at once; returns the records applied per store.
+
+    read_committed stops at the last stable offset: an open transaction (a crashed worker's)
+    holds it below the high watermark until that transaction is aborted or times out.
+    """
+    counts = dict.fromkeys(stores, 0)
+    consumer = Consumer(
+        {
+            **consumer_config,
+            "group.id": "memstream-restore",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        todo: dict[tuple[str, int], PartitionStore] = {}
+        ends: dict[tuple[str, int], int] = {}
+        starts: list[TopicPartition] = []
+        for store in stores:
+            tp = (store.changelog, store.partition)
+            low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s)
+            start = store.checkpoint
+            if start > high:
+                logger.warning(
+                    "store %s[%d] is ahead of its changelog (%d > %d): rebuilding from scratch",
+                    store.name, store.partition, start, high,
+                )
+                store._wipe()
+                start = 0
+            if start < high:
+                todo[tp], ends[tp] = store, high
+                starts.append(TopicPartition(*tp, max(start, low)))
+        if not todo:
+            return counts
+        consumer.assign(starts)
+        batches = {tp: WriteBatch(raw_mode=True) for tp in todo}
+        positions = {tp: 0 for tp in todo}
+        pending = set(todo)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            msgs = consumer.consume(num_messages=1000, timeout=0.2)
+            for msg in msgs:
+                tp = (msg.topic(), msg.partition())
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"restoring {tp[0]}[{tp[1]}]: {err.str()}")
+                    positions[tp] = max(positions[tp], msg.offset())
+                elif msg.value() is None:
+                    batches[tp].delete(msg.key())
+                else:
+                    batches[tp].put(msg.key(), msg.value())
+                if err is None:
+                    positions[tp] = msg.offset() + 1
+                    counts[todo[tp]] += 1
+            if not msgs:
+                # Past the last data record only control markers may remain.
+                for tp in consumer.position([TopicPartition(*tp) for tp in pending]):
+                    key = (tp.topic, tp.partition)
+                    positions[key] = max(positions[key], tp.offset)
+            for tp in list(pending):
+                if positions[tp] >= ends[tp]:
+                    todo[tp]._apply_restored(batches[tp], positions[tp])
+                    pending.discard(tp)
+            if pending and time.monotonic() > deadline:
+                stuck = ", ".join(f"{t}[{p}] at {positions[(t, p)]} of {ends[(t, p)]}"
+                                  for t, p in sorted(pending))
+                raise RuntimeError(
+                    f"restoring {stuck}: stuck for {timeout_s:.0f}s "
+                    "(an open transaction of another worker?)"
+                )
+        return counts
+    finally:
+        consumer.close()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +13,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import httpx
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.events import Feedback, TelemetryEvent
+from streams.processing.store import decode_value
 from streams.producer import MemstreamProducer
 from streams.reader import read_topic
 from streams.settings import Settings
@@ -57,9 +60,9 @@ def produce(settings: Settings, work: Workload) -> None:
     raw.flush(10)
 
 
-def start_worker(settings: Settings, log: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
-    """A real ``memstream worker`` process."""
-    env = {
+def memstream_env(settings: Settings) -> dict[str, str]:
+    """The environment a ``memstream`` command needs to act as ``settings``."""
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
         "PYTHONPATH": str(REPO),
@@ -74,6 +77,13 @@ def start_worker(settings: Settings, log: Path, fault: str | None = None) -> sub
         "MEMSTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
         "OMP_NUM_THREADS": "2",
     }
+
+
+def start_worker(
+    settings: Settings, log: Path, fault: str | None = None
+) -> subprocess.Popen[bytes]:
+    """A real ``memstream worker`` process."""
+    env = memstream_env(settings)
     if fault:
         env["MEMSTREAM_FAULT_INJECT"] = fault
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +169,7 @@ def changelog_state(settings: Settings, store: str) -> dict[str, Any]:
                 if msg.value() is None:
                     state.pop(key, None)
                 else:
-                    state[key] = json.loads(msg.value())
+                    state[key] = decode_value(msg.value())
         return state
     finally:
         consumer.close()
@@ -186,3 +196,20 @@ def revisions_by_event(records: list[dict[str, Any]]) -> dict[str, list[int]]:
 
 
 __all__ = ["Feedback", "TelemetryEvent"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A worker's /metrics, parsed: (sample name, sorted labels) -> value."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples

@@ -7,6 +7,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,16 +15,20 @@ from pathlib import Path
 import pytest
 
 from agents.dedupe import memory_id
+from streams.processing.runtime import LAG_REPORT_INTERVAL_S
 from streams.reader import read_topic
 from streams.settings import Settings
 from tests.integration.harness import (
     changelog_state,
     dead_letters,
     final_memories,
+    free_port,
     memory_identity,
+    memstream_env,
     produce,
     revisions_by_event,
     scored,
+    scrape,
     start_worker,
     stop_worker,
     wait_drained,
@@ -82,7 +87,7 @@ def test_pipeline_dedupes_scores_and_dead_letters(stack_settings: Settings, tmp_
     from streams.producer import MemstreamProducer
     from streams.registry import register_all
 
-    settings = worker_settings(stack_settings, tmp_path)
+    settings = worker_settings(stack_settings, tmp_path, metrics_port=free_port())
     ensure_topics(settings)
     register_all(settings, progress=lambda _m: None)
     work = Workload(
@@ -125,8 +130,30 @@ def test_pipeline_dedupes_scores_and_dead_letters(stack_settings: Settings, tmp_
             if any(r["event_id"] == "e4" and r["revision"] == 1 for r in scored(settings)):
                 break
             time.sleep(1)
+        time.sleep(LAG_REPORT_INTERVAL_S + 1)
+        metrics = scrape(settings.metrics_port)
     finally:
         assert stop_worker(proc) == 0
+
+    def metric(name: str, **labels: str) -> float:
+        return metrics[(f"memstream_{name}", tuple(sorted(labels.items())))]
+
+    assert metric("events_in_total", agent="score", topic="telemetry.v1") == 7
+    assert metric("events_in_total", agent="score", topic="feedback.v1") == 1
+    assert metric("events_out_total", agent="score", topic="scored.v1") == 6
+    assert metric("dead_letters_total", agent="score", reason="empty_text") == 1
+    assert metric("dead_letters_total", agent="score", reason="undecodable") == 1
+    assert metric("duplicates_total", match="exact") == 1
+    assert metric("duplicates_total", match="near") == 1
+    assert metric("embed_batch_size_count") >= 1
+    assert metric("transactions_total", outcome="commit") >= 3
+    assert metric("consumer_lag", agent="memorize", topic="scored.v1") == 0
+
+    stats = subprocess.run(
+        [sys.executable, "-m", "streams", "stats"], env=memstream_env(settings),
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    assert "ingested 7 = memories 3 + merged 2 + dead-lettered 2 + in flight 0" in stats, stats
 
     records = {(r["event_id"], r["revision"]): r for r in scored(settings)}
     first = records[("e4", 0)]
@@ -203,9 +230,10 @@ def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path:
     reference = check_exactly_once(runs["reference"], work)
     crashed = check_exactly_once(settings, work)
     assert crashed == reference, "memories differ from the crash-free reference run"
-    content_ref = {k: v["memory_id"] for k, v in changelog_state(runs["reference"], "content").items()}
-    content = {k: v["memory_id"] for k, v in changelog_state(settings, "content").items()}
-    assert content == content_ref
+    def dedupe_table(s: Settings) -> dict[str, str]:
+        return {k: v["memory_id"] for k, v in changelog_state(s, "content").items()}
+
+    assert dedupe_table(settings) == dedupe_table(runs["reference"])
 
 
 def test_crash_between_embedding_and_commit_leaves_no_memory_visible(
