@@ -138,6 +138,7 @@ class Processor:
         self._delivery_errors: list[str] = []
         self._timeout = settings.request_timeout_s
         self._last_lag = 0.0
+        self._failed_agent: str | None = None
         # Per-batch metric counts, added to the metrics once the batch has committed.
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._outputs: dict[str, tuple[str, str, dict[str, Any]]] = {}
@@ -208,8 +209,52 @@ class Processor:
                     logger.warning("batch failed, retrying in %.1fs: %s", backoff, exc)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
+                except KafkaException:
+                    raise
+                except Exception:
+                    logger.exception("an agent failed on a batch of %d: isolating the record",
+                                     len(msgs))
+                    self._isolate(msgs)
         finally:
             self.close()
+
+    def _isolate(self, msgs: list[Message]) -> None:
+        """Process a failed batch's records one transaction each; a record an agent still
+        fails on goes to deadletter.v1 (processing_failed) so its partition keeps flowing."""
+        for msg in msgs:
+            try:
+                self._process_batch([msg])
+            except (MemstreamError, KafkaException):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the record's own failure, dead-lettered
+                self._dead_letter_failed(msg, exc)
+        last: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            last[(msg.topic(), msg.partition())] = msg.offset()
+        for (topic, partition), offset in last.items():
+            self.consumer.seek(TopicPartition(topic, partition, offset + 1))
+
+    def _dead_letter_failed(self, msg: Message, exc: Exception) -> None:
+        agent = self._failed_agent or self._dispatch[msg.topic()][0].name
+        logger.error("dead-lettering %s[%d]@%d: %s failed on it: %r",
+                     msg.topic(), msg.partition(), msg.offset(), agent, exc)
+        self.producer.begin_transaction()
+        self._counts.clear()
+        try:
+            source = SourceCoordinates(msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                                       msg.value())
+            detail = f"{type(exc).__name__}: {exc}"[:1000]
+            self._dead_letter_at(source, DeadLetterReason.PROCESSING_FAILED, detail, agent, None)
+            self.producer.flush(self._timeout)
+            self.producer.send_offsets_to_transaction(
+                [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)],
+                self.consumer.consumer_group_metadata(), self._timeout,
+            )
+            self.producer.commit_transaction(self._timeout)
+        except BaseException:
+            self._abort({(msg.topic(), msg.partition()): msg.offset()})
+            raise
+        self._committed()
 
     def _usable(self, msg: Message) -> bool:
         err = msg.error()
@@ -235,8 +280,9 @@ class Processor:
             for agent in self.agents:
                 records = by_agent.get(agent.name)
                 if records:
-                    ctx.agent = agent.name
+                    ctx.agent = self._failed_agent = agent.name
                     agent.process(records, ctx)
+            self._failed_agent = None
             fault_point("after-process")
             self.producer.flush(self._timeout)
             if self._delivery_errors:
@@ -250,11 +296,16 @@ class Processor:
         except BaseException:
             self._abort(first)
             raise
-        self.metrics.transactions.labels("commit").inc()
-        for (metric, agent_name, topic), count in self._counts.items():
-            getattr(self.metrics, metric).labels(agent_name, topic).inc(count)
+        self._committed()
         fault_point("after-commit")
         self._apply_stores()
+
+    def _committed(self) -> None:
+        """Count a committed transaction and what it carried."""
+        self.metrics.transactions.labels("commit").inc()
+        for (metric, agent_name, label), count in self._counts.items():
+            getattr(self.metrics, metric).labels(agent_name, label).inc(count)
+        self._counts.clear()
 
     def _decode(self, msgs: list[Message], ctx: BatchContext) -> dict[str, list[InputRecord]]:
         by_agent: dict[str, list[InputRecord]] = defaultdict(list)
@@ -280,7 +331,7 @@ class Processor:
 
     def _abort(self, first: dict[tuple[str, int], int]) -> None:
         self.metrics.transactions.labels("abort").inc()
-        self._delivery_errors.clear()
+        self._counts.clear()
         for store in self.stores.values():
             store.discard()
         try:
@@ -288,6 +339,11 @@ class Processor:
         except KafkaException:
             logger.exception("abort_transaction failed")
             raise
+        # The aborted records' delivery reports ("purged") arrive now: serve and forget them,
+        # or the next batch would fail on them.
+        self.producer.poll(0)
+        self._delivery_errors.clear()
+        self._changelog_offsets.clear()
         for (topic, partition), offset in first.items():
             self.consumer.seek(TopicPartition(topic, partition, offset))
         # In-memory state may hold the aborted batch's effects: rebuild it from the stores.
@@ -341,7 +397,7 @@ class Processor:
         )
         # Same partition number as the source: a dead letter stays with its tenant.
         self._produce(self.settings.topic("deadletter.v1"), source.partition, source.topic.encode(), value)
-        self.metrics.dead_letters.labels(agent, reason.value).inc()
+        self._counts[("dead_letters", agent, reason.value)] += 1
         logger.warning(
             "dead letter from %s[%d]@%d by %s: %s (%s)",
             source.topic, source.partition, source.offset, agent, reason.value, detail,
