@@ -96,6 +96,8 @@ class SummarizeAgent:
                 )
             for emission in result.emissions:
                 self._emit(emission, ctx, started)
+        for partition in sorted({r.partition for r in records}):
+            self._windows[partition].flush()
 
     def _emit(self, emission: Emission, ctx: BatchContext, started: float) -> None:
         summary = summarize_window(emission.window, max_highlights=self.max_highlights)

@@ -17,6 +17,7 @@ event: the revision with the highest number wins).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,6 +30,7 @@ WINDOW_PREFIX = f"w{SEP}"
 # events beyond MAX_WINDOW_EVENTS are dropped and counted, texts are kept truncated.
 MAX_WINDOW_EVENTS = 2000
 TEXT_KEEP_CHARS = 200
+NEVER = 2**63 - 1
 
 
 class KeyValueStore(Protocol):
@@ -75,7 +77,9 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Emission:
-    """A window whose summary must be (re-)emitted; ``first`` when it just closed."""
+    """A window whose summary must be (re-)emitted; ``first`` when it just closed.
+
+    ``window`` is a copy of the state at that moment (later events do not change it)."""
 
     window: dict[str, Any]
     first: bool
@@ -95,7 +99,11 @@ def window_key(tenant: str, session_id: str, start: int) -> str:
 
 
 class SessionWindows:
-    """The windows of one partition; the store is the truth, an index of ends is derived."""
+    """The windows of one partition; the store is the truth, an index of ends is derived.
+
+    Changes are buffered until ``flush``, which the agent calls once per batch; a batch
+    that aborts is forgotten by rebuilding from the committed store.
+    """
 
     def __init__(self, store: KeyValueStore, *, window_ms: int, grace_ms: int) -> None:
         if window_ms <= 0 or grace_ms < 0:
@@ -108,11 +116,18 @@ class SessionWindows:
         self.stream_time = -1
         # window key -> (end, emitted); rebuilt from the committed store
         self._index: dict[str, tuple[int, bool]] = {}
+        # Changes of the current batch, written once by flush(): a window that takes many
+        # events in one batch becomes one changelog record, not one per event.
+        self._dirty: dict[str, dict[str, Any] | None] = {}
+        self._time_dirty = False
         for key, value in store.committed_items():
             if key == STREAM_TIME_KEY:
                 self.stream_time = int(value)
             elif key.startswith(WINDOW_PREFIX):
                 self._index[key] = (int(value["end"]), bool(value["emitted"]))
+        # The earliest stream time at which some window closes or is evicted: stream time
+        # moves with nearly every event, the index is scanned only when it passes this.
+        self._next_deadline = self._earliest_deadline()
 
     @property
     def open_windows(self) -> int:
@@ -130,17 +145,19 @@ class SessionWindows:
         if end + self.grace_ms <= self.stream_time:
             return AddResult(Outcome.LATE)
         key = window_key(item.tenant, item.session_id, start)
-        window = self.store.get(key) or _new_window(item, start, end)
+        window = self._get(key) or _new_window(item, start, end)
         outcome = _upsert(window, item)
         emissions: list[Emission] = []
         if outcome in (Outcome.ADDED, Outcome.REVISED):
             if end <= self.stream_time:
                 # Stream time has already closed this window: (re-)emit it now. A window
                 # first created by a late event within grace closes here too.
-                emissions.append(Emission(window, first=not window["emitted"]))
+                first = not window["emitted"]
                 window["emitted"] = True
-            self.store.put(key, window)
+                emissions.append(Emission(copy.deepcopy(window), first=first))
+            self._dirty[key] = window
             self._index[key] = (end, bool(window["emitted"]))
+            self._next_deadline = min(self._next_deadline, self._deadline(end, window["emitted"]))
         emissions.extend(self._advance(item.event_time))
         return AddResult(outcome, emissions)
 
@@ -149,24 +166,52 @@ class SessionWindows:
         if event_time <= self.stream_time:
             return []
         self.stream_time = event_time
-        self.store.put(STREAM_TIME_KEY, event_time)
+        self._time_dirty = True
+        if event_time < self._next_deadline:
+            return []
         due: list[Emission] = []
         for key, (end, emitted) in sorted(self._index.items(), key=lambda kv: (kv[1][0], kv[0])):
             if end > event_time:
                 break
             if not emitted:
-                window = self.store.get(key)
+                window = self._get(key)
                 if window is None:  # the index is derived from the store; never expected
                     raise KeyError(f"window {key!r} is indexed but not stored")
                 window["emitted"] = True
-                due.append(Emission(window, first=True))
-                if end + self.grace_ms > event_time:
-                    self.store.put(key, window)
-                    self._index[key] = (end, True)
+                due.append(Emission(copy.deepcopy(window), first=True))
+                self._dirty[key] = window
+                self._index[key] = (end, True)
             if end + self.grace_ms <= event_time:
-                self.store.delete(key)
+                self._dirty[key] = None
                 del self._index[key]
+        self._next_deadline = self._earliest_deadline()
         return due
+
+    def _deadline(self, end: int, emitted: bool) -> int:
+        return end + self.grace_ms if emitted else end
+
+    def _earliest_deadline(self) -> int:
+        return min((self._deadline(end, done) for end, done in self._index.values()),
+                   default=NEVER)
+
+    def flush(self) -> None:
+        """Write this batch's window changes and stream time to the store (in key order)."""
+        for key in sorted(self._dirty):
+            window = self._dirty[key]
+            if window is None:
+                self.store.delete(key)
+            else:
+                self.store.put(key, window)
+        self._dirty.clear()
+        if self._time_dirty:
+            self.store.put(STREAM_TIME_KEY, self.stream_time)
+            self._time_dirty = False
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        if key in self._dirty:
+            return self._dirty[key]
+        value: dict[str, Any] | None = self.store.get(key)
+        return value
 
 
 def _new_window(item: ScoredItem, start: int, end: int) -> dict[str, Any]:

@@ -175,6 +175,8 @@ def test_stream_time_and_windows_survive_a_restart(windows_factory) -> None:  # 
     windows = windows_factory(store)
     windows.add(item("a", T0 + 10 * MIN))
     windows.add(item("b", T0 + HOUR + 30 * MIN))  # hour 1 evicted (grace 10 min)
+    assert store.get(STREAM_TIME_KEY) is None, "nothing is written before the batch ends"
+    windows.flush()
     assert store.get(STREAM_TIME_KEY) == T0 + HOUR + 30 * MIN
     restarted = windows_factory(store)
     assert restarted.stream_time == T0 + HOUR + 30 * MIN
@@ -195,3 +197,19 @@ def test_same_input_in_same_order_gives_identical_summaries(windows_factory) -> 
         return out
 
     assert run() == run()
+
+
+def test_a_batch_writes_each_changed_window_once(windows_factory) -> None:  # type: ignore[no-untyped-def]
+    store = DictStore()
+    writes: list[str] = []
+    put = store.put
+    store.put = lambda key, value: (writes.append(key), put(key, value))  # type: ignore[method-assign]
+    windows = windows_factory(store)
+    for i in range(50):
+        windows.add(item(f"e{i}", T0 + i * MIN, session=f"s{i % 2}"))
+    windows.flush()
+    assert sorted(writes) == sorted(
+        [STREAM_TIME_KEY, *{k for k in store.data if k != STREAM_TIME_KEY}])
+    assert len(writes) == 3  # the windows of s0 and s1, and the stream time
+    restarted = windows_factory(store)
+    assert restarted.open_windows == windows.open_windows == 2
