@@ -1,8 +1,10 @@
 """The memories as of given offsets: latest committed record per key of ``memories.v1``.
 
-An export covers, per partition, every record below an end offset: the high watermark
-when the export starts, or offsets pinned from an earlier manifest (``--to-offsets``) so
-two exports of the same offsets read the same records. Compaction only ever removes a
+An export covers, per partition, every record below an end offset: the end when the
+export starts (for a read_committed consumer the broker answers with the last stable
+offset, so an open transaction's records are not covered and never block the export), or
+offsets pinned from an earlier manifest (``--to-offsets``) so two exports of the same
+offsets read the same records. Compaction only ever removes a
 record that a later one of the same key replaced; a pinned export is exact as long as the
 replacing records are also below the pinned offsets, i.e. until compaction has cleaned a
 key that changed after them.

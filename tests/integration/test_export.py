@@ -62,7 +62,8 @@ class MemoryWriter:
             self.producer.abort_transaction(10)
 
 
-def export(settings: Settings, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def export(settings: Settings, out: Path, *args: str, rc: int = 0
+           ) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
@@ -76,7 +77,7 @@ def export(settings: Settings, out: Path, *args: str) -> subprocess.CompletedPro
         [sys.executable, "-m", "streams", "export-dataset", "--out", str(out), *args],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == rc, result.stderr[-3000:]
     return result
 
 
@@ -149,3 +150,37 @@ def test_export_dataset_is_reproducible_filtered_and_pinnable(
     latest = tmp_path / "latest.jsonl"
     export(provisioned, latest, "--min-value", "0.5", "-q")
     assert [r["memory_id"] for r in rows(latest)] == ["m8", "m4"]
+
+
+def test_export_covers_committed_offsets_only_and_rejects_bad_pins(
+    provisioned: Settings, tmp_path: Path
+) -> None:
+    writer = MemoryWriter(provisioned)
+    writer.transaction([("acme", "m1", memory("acme", "m1", 0.9))])
+    # another writer's transaction stays open during the export: not covered, not waited for
+    pending = MemoryWriter(provisioned)
+    pending.producer.begin_transaction()
+    pending.producer.produce(provisioned.topic("memories.v1"), key=b"acme:m2",
+                             value=pending.codec.encode(
+                                 subject_for(provisioned, pending.spec), latest_schema("memory"),
+                                 memory("acme", "m2", 0.9)),
+                             partition=partition_for_tenant("acme", provisioned.partitions))
+    pending.producer.flush(10)
+    out = tmp_path / "d.jsonl"
+    export(provisioned, out, "-q")
+    assert [r["memory_id"] for r in rows(out)] == ["m1"]
+    pending.producer.abort_transaction(10)
+
+    bad = manifest(out)
+    bad["source"]["offsets"] = {p: o + 100 for p, o in bad["source"]["offsets"].items()}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    result = export(provisioned, tmp_path / "x.jsonl", "--to-offsets", str(tmp_path / "bad.json"),
+                    rc=2)
+    assert "outside" in result.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+    other = manifest(out)
+    other["source"]["topic"] = "elsewhere.memories.v1"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    result = export(provisioned, tmp_path / "x.jsonl", "--to-offsets",
+                    str(tmp_path / "other.json"), rc=2)
+    assert "covers topic 'elsewhere.memories.v1'" in result.stderr
