@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,35 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     if len(obj) == 1 and "$b64" in obj:
         return base64.b64decode(obj["$b64"])
     return obj
+
+
+# What a broker answers for a topic created a moment ago, until its leader is known.
+_NOT_READY = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """Low and high offsets; retried while the broker is still electing the leader of a
+    changelog topic that was just created (NOT_LEADER_FOR_PARTITION and the like)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _NOT_READY
+            )
+            if not retriable or time.monotonic() + delay > deadline:
+                raise
+            logger.info("changelog %s[%d] not ready (%s); retrying", tp.topic, tp.partition, err)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class PartitionStore:
@@ -131,7 +160,7 @@ class PartitionStore:
         )
         try:
             tp = TopicPartition(self.changelog, self.partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            low, high = _watermarks(consumer, tp, timeout_s)
             start = self.checkpoint
             if start > high:
                 logger.warning(
