@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -230,6 +230,86 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     raise TypeError(type(value).__name__)
+
+
+# -- export -----------------------------------------------------------------------------------
+class _ProgressBar:
+    """tqdm on stderr; silent when stderr is not a terminal or with --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="rec", unit_scale=True, file=sys.stderr,
+                         desc="memories", leave=False)
+
+    def advance(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _since_ms(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"--since {value!r}: not an ISO 8601 date or time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+@app.command("export-dataset")
+def export_dataset(
+    out: Annotated[Path, typer.Option("--out", help="dataset file to write")],
+    min_value: Annotated[
+        float, typer.Option("--min-value", help="keep memories whose value is at least this")
+    ] = 0.0,
+    since: Annotated[
+        str | None, typer.Option("--since", help="only memories changed since (ISO 8601, UTC)")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="jsonl or parquet (default: from --out)")
+    ] = None,
+    include_unknown: Annotated[
+        bool, typer.Option("--include-unknown", help="also memories with no value yet")
+    ] = False,
+    to_offsets: Annotated[
+        Path | None,
+        typer.Option("--to-offsets", help="a previous manifest: export exactly its offsets"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Write a deduplicated training dataset of the memories, with FILE.manifest.json."""
+    from streams.export.dataset import RowFilter
+    from streams.export.run import export_dataset as run_export
+    from streams.export.run import offsets_from_manifest
+
+    settings = _settings()
+    chosen = fmt or ("parquet" if out.suffix == ".parquet" else "jsonl")
+    pinned = (
+        offsets_from_manifest(to_offsets, settings.topic("memories.v1")) if to_offsets else None
+    )
+    bar = _ProgressBar(quiet)
+    try:
+        manifest = run_export(
+            settings, out, fmt=chosen, to_offsets=pinned, progress=bar,
+            row_filter=RowFilter(min_value=min_value, since_ms=_since_ms(since),
+                                 include_unknown=include_unknown),
+        )
+    finally:
+        bar.close()
+    typer.echo(f"{manifest['rows']} rows -> {out} (sha256 {manifest['sha256']})")
 
 
 # -- worker ------------------------------------------------------------------------------------

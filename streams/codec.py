@@ -42,6 +42,7 @@ class AvroCodec:
         # so look them up by identity; the cached object is kept so its id stays unique.
         self._writer_fast: dict[tuple[str, int], tuple[Mapping[str, Any], tuple[int, Any]]] = {}
         self._reader_fast: dict[tuple[int, int], tuple[Mapping[str, Any], Any]] = {}
+        self._readers_by_object: dict[int, tuple[Mapping[str, Any], Any]] = {}
 
     def schema_id(self, subject: str, schema: Mapping[str, Any]) -> int:
         """The registry id of ``schema`` under ``subject`` (looked up once, then cached)."""
@@ -136,8 +137,16 @@ class AvroCodec:
         return resolved
 
     def _reader(self, schema: Mapping[str, Any]) -> Any:
+        # Callers pass the same (cached, never mutated) schema object for every record:
+        # look it up by identity first, since serializing it costs more than the decode.
+        # The entry keeps the object alive, so its id cannot be reused by another.
+        hit = self._readers_by_object.get(id(schema))
+        if hit is not None and hit[0] is schema:
+            return hit[1]
         text = json.dumps(schema, sort_keys=True)
         parsed = self._readers.get(text)
         if parsed is None:
             parsed = self._readers[text] = fastavro.parse_schema(dict(schema))
+        if len(self._readers_by_object) < 1024:
+            self._readers_by_object[id(schema)] = (schema, parsed)
         return parsed

@@ -81,6 +81,19 @@ class WorkerMetrics:
             "memstream_consumer_lag", "Records behind the end of an input topic",
             ["agent", "topic"], registry=r,
         )
+        self.summaries = Counter(
+            "memstream_summaries", "Summaries emitted: first on window close, or updated",
+            ["trigger"], registry=r,
+        )
+        self.summary_dropped = Counter(
+            "memstream_summary_dropped_events",
+            "Scored events left out of summaries: late (window past its grace) or window full",
+            ["reason"], registry=r,
+        )
+        self.summary_rewrites = Counter(
+            "memstream_summary_rewrites", "Optional LLM rewrites of summaries by outcome",
+            ["outcome"], registry=r,
+        )
         self.transactions = Counter(
             "memstream_transactions", "Kafka transactions by outcome", ["outcome"], registry=r
         )

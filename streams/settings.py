@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MEMSTREAM_"
-SECRET_FIELDS = ("sasl_password", "registry_basic_auth", "api_tokens")
+SECRET_FIELDS = ("sasl_password", "registry_basic_auth", "api_tokens", "summary_llm_api_key")
 
 
 def _default_cache_dir() -> Path:
@@ -99,6 +99,35 @@ class Settings(BaseSettings):
         7 * 24 * 3600, gt=0, description="how long an interaction waits for late feedback"
     )
     metrics_port: int = Field(9464, ge=0, description="worker /metrics port; 0 = off")
+
+    # --- summaries (agent summarize) ------------------------------------------------
+    summary_window_s: float = Field(
+        3600, gt=0, description="length of a tumbling summary window, in event time"
+    )
+    summary_grace_s: float = Field(
+        900, ge=0, description="how long after its end (in stream time) a window accepts "
+        "late events and re-emits its summary; later events are dropped and counted",
+    )
+    summary_max_highlights: int = Field(5, ge=1, description="highlights per summary text")
+    summary_llm_url: str | None = Field(
+        None, description="OpenAI-compatible base URL (…/v1) that may rewrite summaries; "
+        "unset = extractive only",
+    )
+    summary_llm_model: str = Field("gpt-4o-mini", description="model name sent to that endpoint")
+    summary_llm_api_key: SecretStr | None = Field(None, description="bearer token (or *_FILE)")
+    summary_llm_timeout_s: float = Field(
+        5.0, gt=0, description="whole-request bound of one rewrite call"
+    )
+    summary_llm_failures_to_open: int = Field(
+        3, ge=1, description="consecutive failures that open the rewrite circuit breaker"
+    )
+    summary_llm_cooldown_s: float = Field(
+        60.0, gt=0, description="how long an open breaker skips the endpoint before a probe"
+    )
+    summary_llm_batch_budget_s: float = Field(
+        10.0, gt=0, description="rewrite time per batch at most, well inside the transaction "
+        "timeout; windows closing after it keep their extractive text",
+    )
 
     # --- local dev stack ----------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir)

@@ -13,7 +13,7 @@ from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-AGENT_NAMES = ("score", "memorize")
+AGENT_NAMES = ("score", "memorize", "summarize")
 
 
 def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetrics) -> list[Agent]:
@@ -51,7 +51,37 @@ def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetric
                 metrics=metrics,
             )
         )
+    if "summarize" in names:
+        agents.append(build_summarize(settings, metrics))
     return agents
+
+
+def build_summarize(settings: Settings, metrics: WorkerMetrics) -> Agent:
+    """The summarize agent, with the LLM rewriter when an endpoint is configured."""
+    from agents.summarize import SummarizeAgent
+    from agents.summarizing import ChatRewriter, CircuitBreaker
+
+    rewriter = None
+    if settings.summary_llm_url:
+        key = settings.summary_llm_api_key
+        rewriter = ChatRewriter(
+            settings.summary_llm_url,
+            settings.summary_llm_model,
+            api_key=key.get_secret_value() if key else None,
+            timeout_s=settings.summary_llm_timeout_s,
+            breaker=CircuitBreaker(
+                settings.summary_llm_failures_to_open, settings.summary_llm_cooldown_s
+            ),
+            on_outcome=lambda outcome: metrics.summary_rewrites.labels(outcome).inc(),
+        )
+    return SummarizeAgent(
+        window_s=settings.summary_window_s,
+        grace_s=settings.summary_grace_s,
+        max_highlights=settings.summary_max_highlights,
+        metrics=metrics,
+        rewriter=rewriter,
+        rewrite_budget_s=settings.summary_llm_batch_budget_s,
+    )
 
 
 def run_worker(

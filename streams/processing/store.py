@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,35 @@ def encode_value(value: Any) -> bytes:
 def decode_value(data: bytes) -> Any:
     """Inverse of ``encode_value`` (tuples come back as lists)."""
     return msgpack.unpackb(data, raw=False)
+
+
+# What a broker answers for a topic created a moment ago, until its leader is known.
+_NOT_READY = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """Low and high offsets; retried while the broker is still electing the leader of a
+    changelog topic that was just created (NOT_LEADER_FOR_PARTITION and the like)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _NOT_READY
+            )
+            if not retriable or time.monotonic() + delay > deadline:
+                raise
+            logger.info("changelog %s[%d] not ready (%s); retrying", tp.topic, tp.partition, err)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class PartitionStore:
@@ -149,7 +178,7 @@ def restore_stores(
         starts: list[TopicPartition] = []
         for store in stores:
             tp = (store.changelog, store.partition)
-            low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s)
+            low, high = _watermarks(consumer, TopicPartition(*tp), timeout_s)
             start = store.checkpoint
             if start > high:
                 logger.warning(

@@ -75,21 +75,24 @@ def memstream_env(settings: Settings) -> dict[str, str]:
         "MEMSTREAM_DATA_DIR": str(settings.data_dir),
         "MEMSTREAM_METRICS_PORT": str(settings.metrics_port),
         "MEMSTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
+        "MEMSTREAM_SUMMARY_WINDOW_S": str(settings.summary_window_s),
+        "MEMSTREAM_SUMMARY_GRACE_S": str(settings.summary_grace_s),
         "OMP_NUM_THREADS": "2",
     }
 
 
 def start_worker(
-    settings: Settings, log: Path, fault: str | None = None
+    settings: Settings, log: Path, fault: str | None = None, agents: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """A real ``memstream worker`` process."""
+    """A real ``memstream worker`` process (``agents``: comma-separated; default all)."""
     env = memstream_env(settings)
     if fault:
         env["MEMSTREAM_FAULT_INJECT"] = fault
     log.parent.mkdir(parents=True, exist_ok=True)
     out = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "streams", "worker", "--plain-logs"],
+        [sys.executable, "-m", "streams", "worker", "--plain-logs",
+         *(["--agents", agents] if agents else [])],
         env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
     )
 
@@ -140,6 +143,36 @@ def final_memories(settings: Settings) -> dict[str, dict[str, Any]]:
         if r.key is not None and r.value is not None:
             latest[r.key] = r.value
     return latest
+
+
+def summary_log(settings: Settings) -> list[tuple[int, str | None, dict[str, Any]]]:
+    """Every committed summary record, in log order: (partition, key, value)."""
+    return [(r.partition, r.key, r.value) for r in read_topic(settings, "summaries.v1") if r.value]
+
+
+def raw_log(settings: Settings, topic: str) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """Every committed record of ``topic`` (base name) undecoded: (partition, offset, key,
+    value), in log order per partition."""
+    name = settings.topic(topic)
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"raw-{uuid.uuid4()}",
+                         "enable.partition.eof": True, "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "log_level": 3})
+    try:
+        parts = list(consumer.list_topics(name, timeout=10).topics[name].partitions)
+        consumer.assign([TopicPartition(name, p, 0) for p in parts])
+        pending = set(parts)
+        out: list[tuple[int, int, bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                    continue
+                out.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+        return sorted(out, key=lambda r: (r[0], r[1]))
+    finally:
+        consumer.close()
 
 
 def dead_letters(settings: Settings) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,7 @@ from tests.integration.harness import (
     scrape,
     start_worker,
     stop_worker,
+    summary_log,
     wait_drained,
     wait_ready,
     worker_settings,
@@ -40,11 +42,18 @@ from tests.integration.workload import Workload, generate
 FULL = os.environ.get("MEMSTREAM_EOS_FULL") == "1"
 
 
+def final_summaries(settings: Settings) -> dict[str | None, dict[str, Any]]:
+    """The latest summary per key (what compaction keeps)."""
+    return {key: value for _p, key, value in summary_log(settings)}
+
+
 def run_clean(settings: Settings, work: Workload, tmp: Path) -> None:
     log = tmp / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    since = log.stat().st_size if log.exists() else 0
     proc = start_worker(settings, log)
     try:
-        wait_ready(log, 0)
+        wait_ready(log, since)
         wait_drained(settings, len(work.telemetry) + len(work.poison_empty) + len(work.garbage))
     finally:
         assert stop_worker(proc) == 0, log.read_text()[-3000:]
@@ -196,6 +205,10 @@ def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path:
         settings = worker_settings(
             stack_settings.model_copy(update={"topic_prefix": prefix, "partitions": 3}),
             tmp_path / name,
+            # 5-minute windows over the ~25 minutes of event time, grace longer than that:
+            # every re-score lands in its window whatever the feedback/telemetry interleaving,
+            # so the final summaries of both runs must match.
+            summary_window_s=300, summary_grace_s=3600,
         )
         ensure_topics(settings)
         register_all(settings, progress=lambda _m: None)
@@ -234,6 +247,13 @@ def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path:
         return {k: v["memory_id"] for k, v in changelog_state(s, "content").items()}
 
     assert dedupe_table(settings) == dedupe_table(runs["reference"])
+
+    summaries_ref = final_summaries(runs["reference"])
+    summaries = final_summaries(settings)
+    assert len(summaries_ref) > 10, "windows closed: the summaries were exercised"
+    assert summaries == summaries_ref, "summaries differ from the crash-free reference run"
+    covered = Counter(e for s in summaries.values() for e in s["event_ids"])
+    assert max(covered.values()) == 1 and set(covered) <= work.valid_event_ids
 
 
 def test_crash_between_embedding_and_commit_leaves_no_memory_visible(

@@ -58,3 +58,18 @@ def test_no_secret_in_repository() -> None:
     tracked = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts]
     offenders = [p for p in tracked if p.suffix in {".env", ".pem", ".key"}]
     assert offenders == []
+
+
+def test_summary_llm_key_from_file_and_window_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "llm").write_text("sk-local\n")
+    monkeypatch.setenv("MEMSTREAM_SUMMARY_LLM_API_KEY_FILE", str(tmp_path / "llm"))
+    monkeypatch.setenv("MEMSTREAM_SUMMARY_WINDOW_S", "600")
+    monkeypatch.setenv("MEMSTREAM_SUMMARY_GRACE_S", "0")
+    settings = load_settings()
+    assert settings.summary_llm_api_key is not None
+    assert settings.summary_llm_api_key.get_secret_value() == "sk-local"
+    assert "sk-local" not in repr(settings)
+    assert (settings.summary_window_s, settings.summary_grace_s) == (600, 0)
+    assert settings.summary_llm_url is None  # extractive only unless an endpoint is set
