@@ -40,6 +40,8 @@ from tests.integration.harness import (
 from tests.integration.workload import Workload, generate
 
 FULL = os.environ.get("MEMSTREAM_EOS_FULL") == "1"
+# The full-size run reprocesses 20,000 events twice; on 2 cores that takes a while.
+DRAIN_TIMEOUT_S = 3000 if FULL else 600
 
 
 def final_summaries(settings: Settings) -> dict[str | None, dict[str, Any]]:
@@ -54,7 +56,8 @@ def run_clean(settings: Settings, work: Workload, tmp: Path) -> None:
     proc = start_worker(settings, log)
     try:
         wait_ready(log, since)
-        wait_drained(settings, len(work.telemetry) + len(work.poison_empty) + len(work.garbage))
+        wait_drained(settings, len(work.telemetry) + len(work.poison_empty) + len(work.garbage),
+                     timeout=DRAIN_TIMEOUT_S)
     finally:
         assert stop_worker(proc) == 0, log.read_text()[-3000:]
 
@@ -191,6 +194,7 @@ def test_pipeline_dedupes_scores_and_dead_letters(stack_settings: Settings, tmp_
     assert reasons == ["empty_text", "undecodable"]
 
 
+@pytest.mark.timeout(2 * DRAIN_TIMEOUT_S + 900)
 def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path: Path) -> None:
     """Kafka Streams' EOS system test, in small: kill -9 the worker at random points while it
     works, restart it, and compare with a crash-free reference run of the same input."""
