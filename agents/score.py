@@ -21,6 +21,9 @@ from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
 logger = logging.getLogger(__name__)
 
 SEP = "\x00"
+# The interactions store's reserved key for a partition's event-time clock (no tenant:
+# interaction key starts with two separators).
+CLOCK_KEY = SEP + SEP + "clock"
 
 
 def to_millis(value: Any) -> int:
@@ -49,11 +52,12 @@ class ScoreAgent:
         self.max_text_chars = max_text_chars
         self.ttl_ms = int(interaction_ttl_s * 1000)
         self.metrics = metrics
+        # Per partition, this batch's newest event time (the stream clock lives in the store).
         self._newest_ms: dict[int, int] = {}
-        self._swept_ms: dict[int, int] = {}
 
     def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
-        """Nothing in memory to rebuild: the interactions live in the store."""
+        """Nothing in memory to rebuild: the interactions and the clock live in the store."""
+        self._newest_ms.clear()
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
         """Score, join and re-score, record by record in partition order."""
@@ -182,12 +186,22 @@ class ScoreAgent:
         self._newest_ms[partition] = max(self._newest_ms.get(partition, 0), event_time)
 
     def _expire(self, partition: int, ctx: BatchContext) -> None:
-        """Drop interactions idle for longer than the TTL, by event time (checked hourly)."""
-        newest = self._newest_ms.get(partition, 0)
-        if newest - self._swept_ms.get(partition, 0) < min(self.ttl_ms, 3_600_000):
-            return
-        self._swept_ms[partition] = newest
+        """Drop interactions idle for longer than the TTL, by event time (swept at most
+        hourly). The partition's clock (newest event time, last sweep) is kept in the store,
+        so sweeps happen at the same points of the log however often the worker restarts or
+        a batch aborts."""
         store = ctx.store("interactions", partition)
-        for key, entry in list(store.committed_items()):
-            if entry.get("touched", 0) < newest - self.ttl_ms:
-                store.delete(key)
+        clock = store.get(CLOCK_KEY) or {"newest": 0, "swept": 0}
+        newest = max(clock["newest"], self._newest_ms.pop(partition, 0))
+        if newest == clock["newest"]:
+            return
+        clock = {"newest": newest, "swept": clock["swept"]}
+        if newest - clock["swept"] >= min(self.ttl_ms, 3_600_000):
+            clock["swept"] = newest
+            for key, _committed in list(store.committed_items()):
+                if key == CLOCK_KEY:
+                    continue
+                entry = store.get(key)  # this batch's own writes count
+                if entry is not None and entry.get("touched", 0) < newest - self.ttl_ms:
+                    store.delete(key)
+        store.put(CLOCK_KEY, clock)

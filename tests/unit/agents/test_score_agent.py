@@ -209,11 +209,6 @@ def test_expired_interactions_are_deleted_by_event_time(
     assert len(ctx.sent) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ScoreAgent._expire (agents/score.py:191) judges committed entries only and "
-    "deletes an interaction this very batch touched again, dropping its new event and rating",
-)
 def test_interaction_touched_in_the_sweeping_batch_is_not_expired(
     score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
 ) -> None:
@@ -271,12 +266,6 @@ def test_rating_out_of_range_is_dead_lettered_and_changes_nothing(
     assert entry["rating"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ScoreAgent keeps _swept_ms across an aborted batch (on_assigned, "
-    "agents/score.py:55, does not reset it), so the retried batch skips the sweep "
-    "(agents/score.py:187) whose deletes the abort discarded",
-)
 def test_expiry_of_an_aborted_batch_happens_when_it_is_retried(
     score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
 ) -> None:
