@@ -14,6 +14,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from streams.observability import StateDirCollector, WorkerMetrics
+from streams.settings import load_settings
 from streams.topics import TOPICS_BY_BASE
 from streams.worker import AGENT_NAMES
 from tests.deployment import (
@@ -32,8 +33,9 @@ IMPLICIT_LABELS = {"job", "instance", "le", "__name__"}
 
 
 def _promtool() -> str | None:
+    """promtool on PATH, or where .ci/run puts it (the memstream cache's bin/)."""
     found = shutil.which("promtool")
-    cached = Path.home() / ".cache" / "memstream" / "bin" / "promtool"
+    cached = load_settings().cache_dir / "bin" / "promtool"
     return found or (str(cached) if cached.exists() else None)
 
 
@@ -58,7 +60,7 @@ def _check_against(
 ) -> None:
     by_family = {m.family: m for m in rows}
     undocumented = sorted(set(declared) - set(by_family))
-    assert not undocumented, f"{where} exports metrics docs/metrics.md does not list: {undocumented}"
+    assert not undocumented, f"{where} exports metrics docs/metrics.md lacks: {undocumented}"
     for family, (kind, labels) in declared.items():
         row = by_family[family]
         assert kind == row.type, f"{row.name}: {where} says {kind}, docs/metrics.md {row.type}"
