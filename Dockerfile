@@ -46,7 +46,8 @@ RUN for m in ${EMBEDDING_MODELS}; do \
  && for m in ${WHISPER_MODELS}; do \
       python -c "import sys; from faster_whisper import download_model; download_model(sys.argv[1], output_dir='/opt/memstream/models/whisper/' + sys.argv[1])" "$m"; \
     done \
- && python -c "import streams.cli, agents.memorize"
+ && python -c "import streams.cli, agents.memorize" \
+ && chown -R memstream:memstream /opt/memstream/models
 
 USER memstream
 VOLUME ["/var/lib/memstream"]
