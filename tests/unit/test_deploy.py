@@ -4,7 +4,9 @@ the real settings."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -280,3 +282,43 @@ def test_compose_file_mentions_no_path_outside_the_repository() -> None:
     for source in re.findall(r"^\s*- (\.{1,2}/[^:\s]+)", text, re.M):
         assert (REPO / source).resolve().is_relative_to(REPO), source
     assert Path(REPO / "deploy").is_dir()
+
+
+def _compose_check() -> str | None:
+    """deploy/compose-check built once into the memstream cache (needs Go and its proxy)."""
+    from streams.settings import load_settings
+
+    binary = load_settings().cache_dir / "bin" / "compose-check"
+    source = REPO / "deploy" / "compose-check"
+    newest = max(p.stat().st_mtime for p in source.iterdir())
+    if binary.exists() and binary.stat().st_mtime >= newest:
+        return str(binary)
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists()
+                                else None)
+    if go is None:
+        return None
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    built = subprocess.run([go, "build", "-o", str(binary), "."], cwd=source,
+                           capture_output=True, text=True, timeout=600, check=False)
+    return str(binary) if built.returncode == 0 else None
+
+
+@pytest.mark.parametrize("profiles", [(), *[(p,) for p in PROFILES], tuple(PROFILES)],
+                         ids=lambda p: "+".join(p) or "default")
+def test_compose_go_loads_each_profile(profiles: tuple[str, ...], tmp_path: Path) -> None:
+    """The loader Docker Compose itself uses (schema, interpolation, profiles) accepts the
+    file, and what it resolves binds to 127.0.0.1 with a memory limit everywhere."""
+    checker = _compose_check()
+    if checker is None:
+        pytest.skip("Go is missing or deploy/compose-check did not build (no module proxy?)")
+    result = subprocess.run(
+        [checker, str(COMPOSE), ",".join(profiles)], cwd=tmp_path, capture_output=True,
+        text=True, timeout=120, check=False, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = {s["name"]: s for s in json.loads(result.stdout)}
+    assert set(loaded) == DEFAULT_SERVICES.union(*(PROFILES[p] for p in profiles))
+    for name, service in loaded.items():
+        assert service["memory_bytes"] > 0, name
+        assert all(p.startswith("127.0.0.1:") for p in service["ports"]), service
+        assert service["healthcheck"] == (name not in {"init", "serve"}), name
