@@ -4,6 +4,7 @@ commands, and which parts come from branches not merged yet."""
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,22 +36,25 @@ class CatalogueMetric:
     name: str
     type: str
     labels: frozenset[str]
-    source: str
+    sources: tuple[str, ...]  # "worker", "worker/<agent>", "serve"
 
     @property
     def family(self) -> str:
         """The family name prometheus_client's parser reports (counters lose ``_total``)."""
         return self.name.removesuffix("_total") if self.type == "counter" else self.name
 
-    @property
-    def process(self) -> str:
-        """``worker`` or ``serve``."""
-        return self.source.split("/", 1)[0]
+    def exported_by(self, process: str) -> bool:
+        """Whether ``process`` (``worker`` or ``serve``) may export it."""
+        return any(s.split("/", 1)[0] == process for s in self.sources)
 
-    @property
-    def agent(self) -> str | None:
-        """The agent that must run for the worker to export it (``worker/<agent>``)."""
-        return self.source.split("/", 1)[1] if "/" in self.source else None
+    def required_in(self, process: str, agents: Collection[str] = ()) -> bool:
+        """Whether ``process`` running ``agents`` must export it (``worker/<agent>``: only
+        when that agent is one of them)."""
+        for source in self.sources:
+            owner, _, agent = source.partition("/")
+            if owner == process and (not agent or agent in agents):
+                return True
+        return False
 
     def series(self) -> set[str]:
         """The series names a query may use."""
@@ -74,7 +78,8 @@ def catalogue() -> dict[str, CatalogueMetric]:
         name, kind, labels, source = (g.strip() for g in match.groups())
         assert name not in rows, f"docs/metrics.md lists {name} twice"
         rows[name] = CatalogueMetric(
-            name, kind, frozenset(re.findall(r"`([a-z_]+)`", labels)), source
+            name, kind, frozenset(re.findall(r"`([a-z_]+)`", labels)),
+            tuple(s.strip() for s in source.split(",")),
         )
     return rows
 

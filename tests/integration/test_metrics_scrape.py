@@ -38,14 +38,14 @@ def _families(text: str) -> dict[str, tuple[str, set[str]]]:
 
 
 def _check(exposed: dict[str, tuple[str, set[str]]], process: str) -> None:
-    rows = {m.family: m for m in catalogue().values() if m.process == process}
+    rows = {m.family: m for m in catalogue().values() if m.exported_by(process)}
     # prometheus_client writes the creation time of an unlabelled counter or histogram as
     # a family of its own, `<name>_created`: part of the catalogued metric.
     exposed = {name: v for name, v in exposed.items()
                if not (name.endswith("_created") and name.removesuffix("_created") in rows)}
     uncatalogued = sorted(set(exposed) - set(rows))
     assert not uncatalogued, f"{process} exposes metrics docs/metrics.md lacks: {uncatalogued}"
-    expected = [m for m in rows.values() if m.agent is None or m.agent in AGENT_NAMES]
+    expected = [m for m in rows.values() if m.required_in(process, AGENT_NAMES)]
     missing = sorted(m.name for m in expected if m.family not in exposed)
     assert not missing, f"{process} does not expose catalogued metrics: {missing}"
     for family, (kind, labels) in exposed.items():
