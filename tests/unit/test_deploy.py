@@ -284,12 +284,12 @@ def test_compose_file_mentions_no_path_outside_the_repository() -> None:
     assert Path(REPO / "deploy").is_dir()
 
 
-def _compose_check() -> str | None:
-    """deploy/compose-check built once into the memstream cache (needs Go and its proxy)."""
+def _deploy_check() -> str | None:
+    """deploy/check built once into the memstream cache (needs Go and its module proxy)."""
     from streams.settings import load_settings
 
-    binary = load_settings().cache_dir / "bin" / "compose-check"
-    source = REPO / "deploy" / "compose-check"
+    binary = load_settings().cache_dir / "bin" / "memstream-deploy-check"
+    source = REPO / "deploy" / "check"
     newest = max(p.stat().st_mtime for p in source.iterdir())
     if binary.exists() and binary.stat().st_mtime >= newest:
         return str(binary)
@@ -303,18 +303,20 @@ def _compose_check() -> str | None:
     return str(binary) if built.returncode == 0 else None
 
 
+def _run_check(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    checker = _deploy_check()
+    if checker is None:
+        pytest.skip("Go is missing or deploy/check did not build (no module proxy?)")
+    return subprocess.run([checker, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False, env={"PATH": "/usr/bin:/bin"})
+
+
 @pytest.mark.parametrize("profiles", [(), *[(p,) for p in PROFILES], tuple(PROFILES)],
                          ids=lambda p: "+".join(p) or "default")
 def test_compose_go_loads_each_profile(profiles: tuple[str, ...], tmp_path: Path) -> None:
     """The loader Docker Compose itself uses (schema, interpolation, profiles) accepts the
     file, and what it resolves binds to 127.0.0.1 with a memory limit everywhere."""
-    checker = _compose_check()
-    if checker is None:
-        pytest.skip("Go is missing or deploy/compose-check did not build (no module proxy?)")
-    result = subprocess.run(
-        [checker, str(COMPOSE), ",".join(profiles)], cwd=tmp_path, capture_output=True,
-        text=True, timeout=120, check=False, env={"PATH": "/usr/bin:/bin"},
-    )
+    result = _run_check("compose", str(COMPOSE), ",".join(profiles), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     loaded = {s["name"]: s for s in json.loads(result.stdout)}
     assert set(loaded) == DEFAULT_SERVICES.union(*(PROFILES[p] for p in profiles))
@@ -322,3 +324,15 @@ def test_compose_go_loads_each_profile(profiles: tuple[str, ...], tmp_path: Path
         assert service["memory_bytes"] > 0, name
         assert all(p.startswith("127.0.0.1:") for p in service["ports"]), service
         assert service["healthcheck"] == (name not in {"init", "serve"}), name
+
+
+def test_buildkit_parses_the_dockerfile_without_warnings(tmp_path: Path) -> None:
+    result = _run_check("dockerfile", str(DOCKERFILE), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    names = [i["name"].lower() for i in json.loads(result.stdout)]
+    assert names.count("from") == 1
+    assert names[-4:] == ["expose", "healthcheck", "entrypoint", "cmd"]
+    assert "user" in names and names.index("user") > max(
+        i for i, n in enumerate(names) if n == "run"
+    )
