@@ -106,7 +106,11 @@ class MemorizeAgent:
         for start in range(0, len(slots), self.embed_batch_size):
             chunk = slots[start : start + self.embed_batch_size]
             began = time.monotonic()
-            matrix = self.embedder.embed([todo[s] for s in chunk])
+            try:
+                matrix = self.embedder.embed([todo[s] for s in chunk])
+            except Exception:
+                self.metrics.embed_errors.inc()
+                raise
             self.metrics.embed_seconds.observe(time.monotonic() - began)
             self.metrics.embed_batch_size.observe(len(chunk))
             vectors.update(zip(chunk, matrix, strict=True))

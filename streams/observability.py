@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -77,6 +85,10 @@ class WorkerMetrics:
         self.embed_seconds = Histogram(
             "memstream_embed_seconds", "Wall time of one embedding batch", registry=r
         )
+        self.embed_errors = Counter(
+            "memstream_embed_errors", "Embedding batches that raised (the batch is retried)",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "memstream_consumer_lag", "Records behind the end of an input topic",
             ["agent", "topic"], registry=r,
@@ -101,3 +113,57 @@ class WorkerMetrics:
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` on ``addr:port`` in a background thread."""
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+class StateDirCollector(Collector):
+    """Disk use of a local state directory, measured at scrape time.
+
+    ``memstream_state_dir_bytes`` is what the directory holds (RocksDB stores, snapshots);
+    the filesystem gauges say how much room is left on the volume it lives on. The ``dir``
+    label names the directory's role (``worker``, ``serve``), never a path or a tenant.
+    """
+
+    def __init__(self, role: str, path: Path) -> None:
+        self.role = role
+        self.path = path
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """One sample per gauge; a directory not created yet counts as empty."""
+        used = GaugeMetricFamily(
+            "memstream_state_dir_bytes", "Bytes held by a local state directory", labels=["dir"]
+        )
+        free = GaugeMetricFamily(
+            "memstream_state_fs_free_bytes",
+            "Bytes available to memstream on the filesystem of a state directory",
+            labels=["dir"],
+        )
+        size = GaugeMetricFamily(
+            "memstream_state_fs_size_bytes",
+            "Size of the filesystem of a state directory", labels=["dir"],
+        )
+        used.add_metric([self.role], float(directory_bytes(self.path)))
+        probe = self.path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            disk = shutil.disk_usage(probe)
+        except OSError:
+            logger.warning("cannot stat the filesystem of %s", self.path)
+        else:
+            free.add_metric([self.role], float(disk.free))
+            size.add_metric([self.role], float(disk.total))
+        yield used
+        yield free
+        yield size
+
+
+def directory_bytes(path: Path) -> int:
+    """Apparent size of the regular files under ``path`` (0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # removed while walking (RocksDB compaction): not there any more
+    return total

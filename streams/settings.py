@@ -99,6 +99,9 @@ class Settings(BaseSettings):
         7 * 24 * 3600, gt=0, description="how long an interaction waits for late feedback"
     )
     metrics_port: int = Field(9464, ge=0, description="worker /metrics port; 0 = off")
+    metrics_host: str = Field(
+        "127.0.0.1", description="worker /metrics bind address (0.0.0.0 in a container)"
+    )
 
     # --- summaries (agent summarize) ------------------------------------------------
     summary_window_s: float = Field(

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from streams.admin import ensure_changelog_topics, ensure_topics
-from streams.observability import WorkerMetrics
+from streams.observability import StateDirCollector, WorkerMetrics
 from streams.processing.runtime import Agent, Processor, install_stop_handlers
 from streams.settings import Settings
 
@@ -98,8 +98,11 @@ def run_worker(
     changelogs = [processor.changelog_topic(s) for a in agents for s in a.stores]
     ensure_changelog_topics(settings, changelogs)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port)
-        logger.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+        metrics.registry.register(StateDirCollector("worker", settings.worker_data_dir))
+        metrics.serve(settings.metrics_port, addr=settings.metrics_host)
+        logger.info(
+            "metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
+        )
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_stop_handlers(stop)
