@@ -236,8 +236,8 @@ def _json_default(value: Any) -> Any:
 @app.command("worker")
 def worker(
     agents: Annotated[
-        str, typer.Option("--agents", help="comma-separated: score,memorize")
-    ] = "score,memorize",
+        str, typer.Option("--agents", help="comma-separated: transcribe,score,memorize")
+    ] = "transcribe,score,memorize",
     plain_logs: Annotated[bool, typer.Option("--plain-logs", help="text logs, not JSON")] = False,
 ) -> None:
     """Run the agents with exactly-once transactions until SIGTERM/SIGINT."""
