@@ -57,8 +57,10 @@ def produce(settings: Settings, work: Workload) -> None:
     raw.flush(10)
 
 
-def start_worker(settings: Settings, log: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
-    """A real ``memstream worker`` process."""
+def start_worker(
+    settings: Settings, log: Path, fault: str | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A real ``memstream worker`` process (``extra_env``: more MEMSTREAM_* settings)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
@@ -76,6 +78,7 @@ def start_worker(settings: Settings, log: Path, fault: str | None = None) -> sub
     }
     if fault:
         env["MEMSTREAM_FAULT_INJECT"] = fault
+    env.update(extra_env or {})
     out = log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "streams", "worker", "--plain-logs"],
