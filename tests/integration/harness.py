@@ -51,6 +51,8 @@ def produce(settings: Settings, work: Workload) -> None:
             producer.send_async(event)
         for fb in late:
             producer.send_async(fb)
+        for note in work.voice:
+            producer.send_async(note)
     raw = Producer(settings.kafka_client_config())
     for value in work.garbage:
         raw.produce(settings.topic("telemetry.v1"), value=value, key=b"garbage", partition=0)
@@ -79,6 +81,7 @@ def start_worker(
     if fault:
         env["MEMSTREAM_FAULT_INJECT"] = fault
     env.update(extra_env or {})
+    log.parent.mkdir(parents=True, exist_ok=True)
     out = log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "streams", "worker", "--plain-logs"],
