@@ -115,10 +115,10 @@ class Settings(BaseSettings):
         None, description="language code such as en; unset: the model detects it"
     )
     whisper_cpu_threads: int = Field(
-        0, ge=0, description="threads per transcription; 0 = CTranslate2's default"
+        0, ge=0, description="threads per transcribing replica; 0 = cores ÷ concurrency"
     )
     whisper_concurrency: int = Field(
-        1, ge=1, description="clips of a batch transcribed at once (model replicas)"
+        2, ge=1, description="clips of a batch transcribed at once (model replicas)"
     )
     voice_max_seconds: float = Field(
         600.0, gt=0, description="longer voice notes are dead-lettered (audio_too_long)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -27,12 +28,16 @@ def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetric
         from agents.models.transcriber import WhisperTranscriber
         from agents.transcribe import TranscribeAgent
 
+        # 0: share the cores among the replicas that transcribe at once.
+        cpu_threads = settings.whisper_cpu_threads or max(
+            1, (os.cpu_count() or 1) // settings.whisper_concurrency
+        )
         transcriber = WhisperTranscriber(
             settings.whisper_model,
             device=settings.whisper_device,
             compute_type=settings.whisper_compute_type,
             beam_size=settings.whisper_beam_size,
-            cpu_threads=settings.whisper_cpu_threads,
+            cpu_threads=cpu_threads,
             workers=settings.whisper_concurrency,
             language=settings.whisper_language,
         )
