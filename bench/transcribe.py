@@ -79,6 +79,65 @@ def run_agent(agent: TranscribeAgent, records: list[InputRecord]) -> tuple[float
     return wall, [r["text"] for r in ctx.sent]
 
 
+def run_worker_path(
+    clips: list[tuple[str, bytes]], fmt: str, args: argparse.Namespace
+) -> tuple[float, list[str]]:
+    """``memstream worker`` (transcribe only, in a thread) over the clips sent as voice notes
+    through the SDK on a fresh topic prefix: seconds from ready until the last transcript is
+    committed (group join included), and the texts in input order."""
+    import tempfile
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    from bench.pipeline import WorkerThread, delete_prefixed_topics
+    from streams.admin import ensure_topics
+    from streams.codec import AvroCodec
+    from streams.producer import MemstreamProducer
+    from streams.registry import latest_schema, register_all, registry_client
+    from streams.settings import load_settings
+
+    run = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(
+            topic_prefix=f"bench.transcribe.{run}.", app_id=f"bench-transcribe-{run}",
+            data_dir=tmp, metrics_port=0, whisper_beam_size=args.beam_size,
+            whisper_compute_type=args.compute_type, whisper_model=args.model,
+            whisper_concurrency=args.worker_concurrency, voice_max_seconds=3600,
+        )
+        ensure_topics(settings)
+        register_all(settings, progress=lambda _m: None)
+        try:
+            ids = []
+            with MemstreamProducer(settings) as producer:
+                for i, (_text, audio) in enumerate(clips):
+                    result = producer.voice_note(audio, codec=fmt, tenant=f"t{i % 3}",
+                                                 session_id=f"s{i}")
+                    ids.append(result.event_id)
+            consumer = Consumer({**settings.kafka_client_config(), "group.id": f"b-{run}",
+                                 "isolation.level": "read_committed",
+                                 "auto.offset.reset": "earliest", "log_level": 3})
+            consumer.subscribe([settings.topic("transcripts.v1")])
+            codec = AvroCodec(registry_client(settings))
+            schema = latest_schema("transcript")
+            worker = WorkerThread(settings, ("transcribe",))
+            worker.start(time.perf_counter() + 120)
+            texts: dict[str, str] = {}
+            deadline = time.perf_counter() + 1800
+            while len(texts) < len(ids) and time.perf_counter() < deadline:
+                worker.check()
+                for msg in consumer.consume(100, timeout=0.2):
+                    if msg.error() is None and msg.value() is not None:
+                        value = codec.decode(msg.value(), schema)
+                        texts[value["event_id"]] = value["text"]
+            wall = time.perf_counter() - worker.ready_at
+            worker.close()
+            consumer.close()
+            return wall, [texts.get(i, "") for i in ids]
+        finally:
+            delete_prefixed_topics(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=24)
@@ -90,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2],
                         help="agent pool sizes to try (threads per replica = cpu-threads ÷ it)")
+    parser.add_argument("--worker", action="store_true",
+                        help="also time a real worker (needs the local stack), once per repeat")
+    parser.add_argument("--worker-concurrency", type=int, default=2)
     args = parser.parse_args(argv)
 
     began = time.perf_counter()
@@ -125,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         run_agent(agent, records[:1])
 
     walls: dict[str, list[float]] = {"direct": [], **{f"agent c={c}": [] for c in agents}}
+    if args.worker:
+        walls[f"worker c={args.worker_concurrency}"] = []
     texts: dict[str, list[str]] = {}
     for rep in range(args.repeats):
         # Alternate the order so that drift on a shared machine hits both sides.
@@ -132,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in order:
             if name == "direct":
                 wall, out = run_direct(model, clips, args.beam_size)
+            elif name.startswith("worker"):
+                wall, out = run_worker_path(clips, args.format, args)
             else:
                 wall, out = run_agent(agents[int(name.split("=")[1])], records)
             walls[name].append(wall)
