@@ -153,7 +153,7 @@ class TranscribeAgent:
         for record, result in zip(records, results, strict=True):
             note = record.value
             if result.error is not None:
-                reason = REASONS[type(result.error)]
+                reason = REASONS.get(type(result.error), DeadLetterReason.PROCESSING_FAILED)
                 self.metrics.transcribe_errors.labels(reason.value).inc()
                 ctx.dead_letter(record, reason, str(result.error), tenant=note["tenant"])
                 continue

@@ -4,8 +4,11 @@ Over the same espeak-ng clips, in one run: faster-whisper called directly (one
 ``WhisperModel``, ``model.transcribe(file)`` clip after clip, its own decoder) and
 ``TranscribeAgent.process()`` on one batch of the same clips as ``voice.v1`` records
 (bounded decoding, silence check, pool of ``--concurrency`` threads, records built for
-``transcripts.v1``). Speed is audio seconds per wall second (× real time); the real-time
-factor (RTF) is its inverse. Prints a table and, last, one JSON line.
+``transcripts.v1``). ``direct c=N`` is faster-whisper's own concurrency (N threads on a
+model with N replicas), the like-for-like baseline of ``agent c=N``. ``--worker`` adds a
+real worker. Speed is audio seconds per wall second (× real time); the real-time factor
+(RTF) is its inverse; ``÷ direct`` is the median over repeats of each repeat's speed ratio
+to the plain sequential call. Prints a table and, last, one JSON line.
 
     PYTHONPATH=. python -m bench.transcribe --clips 24 --repeats 3
 """
@@ -66,6 +69,21 @@ def run_direct(model: Any, clips: list[tuple[str, bytes]], beam: int) -> tuple[f
     for _text, audio in clips:
         segments, _info = model.transcribe(io.BytesIO(audio), beam_size=beam)
         texts.append(" ".join(s.text.strip() for s in segments))
+    return time.perf_counter() - started, texts
+
+
+def run_direct_pool(model: Any, clips: list[tuple[str, bytes]], beam: int,
+                    workers: int) -> tuple[float, list[str]]:
+    """faster-whisper's own concurrency: ``workers`` threads on a model with as many replicas."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(audio: bytes) -> str:
+        segments, _info = model.transcribe(io.BytesIO(audio), beam_size=beam)
+        return " ".join(s.text.strip() for s in segments)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        texts = list(pool.map(one, [a for _t, a in clips]))
     return time.perf_counter() - started, texts
 
 
@@ -165,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
     model = WhisperModel(resolve_whisper_model(args.model), device="cpu",
                          compute_type=args.compute_type, cpu_threads=args.cpu_threads)
+    pooled = {c: WhisperModel(resolve_whisper_model(args.model), device="cpu",
+                              compute_type=args.compute_type,
+                              cpu_threads=max(1, args.cpu_threads // c), num_workers=c)
+              for c in args.concurrency if c > 1}
     agents = {}
     for conc in args.concurrency:
         threads = max(1, args.cpu_threads // conc)
@@ -186,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     for agent in agents.values():
         run_agent(agent, records[:1])
 
-    walls: dict[str, list[float]] = {"direct": [], **{f"agent c={c}": [] for c in agents}}
+    walls: dict[str, list[float]] = {"direct": [], **{f"direct c={c}": [] for c in pooled},
+                                     **{f"agent c={c}": [] for c in agents}}
     if args.worker:
         walls[f"worker c={args.worker_concurrency}"] = []
     texts: dict[str, list[str]] = {}
@@ -196,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in order:
             if name == "direct":
                 wall, out = run_direct(model, clips, args.beam_size)
+            elif name.startswith("direct c="):
+                c = int(name.split("=")[1])
+                wall, out = run_direct_pool(pooled[c], clips, args.beam_size, c)
             elif name.startswith("worker"):
                 wall, out = run_worker_path(clips, args.format, args)
             else:
@@ -221,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         spread = f"{min(ws):.2f} / {med:.2f} / {max(ws):.2f}"
         print(f"{name:<14} {spread:>24} {speed:>12.1f} {med / audio_s:>7.3f} {ratio:>9.2f} "
               f"{wer:>6.3f}")
-    best = max(r["ratio"] for r in rows if r["path"] != "direct")
+    best = max(r["ratio"] for r in rows if not r["path"].startswith("direct"))
     print(f"\nbest agent ÷ direct (median of paired repeats): {best:.2f} (target ≥ {TARGET}) "
           f"{'met' if best >= TARGET else 'NOT met'}; total {time.perf_counter() - began:.0f} s")
     import ctranslate2

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.models.exceptions import (
+    AudioError,
     AudioTooLongError,
     EmptyAudioError,
     SilentAudioError,
@@ -75,9 +76,14 @@ def decode_clip(data: bytes, *, max_seconds: float, codec: str = "?") -> Clip:
                     )
             for out in resampler.resample(None):  # flush the resampler
                 total += _append(chunks, out)
-    except av.FFmpegError as exc:
+    except AudioError:
+        raise
+    except Exception as exc:
+        # FFmpeg's errors, and anything else a hostile file provokes in the decoder: a
+        # poison note is dead-lettered, never allowed to crash-loop the worker.
         raise UndecodableAudioError(
-            f"voice.v1: field 'audio' ({codec!r}, {len(data)} bytes) cannot be decoded: {exc}"
+            f"voice.v1: field 'audio' ({codec!r}, {len(data)} bytes) cannot be decoded: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     if total > limit:
         raise AudioTooLongError(
