@@ -7,8 +7,10 @@ Over the same espeak-ng clips, in one run: faster-whisper called directly (one
 ``transcripts.v1``). ``direct c=N`` is faster-whisper's own concurrency (N threads on a
 model with N replicas), the like-for-like baseline of ``agent c=N``. ``--worker`` adds a
 real worker. Speed is audio seconds per wall second (× real time); the real-time factor
-(RTF) is its inverse; ``÷ direct`` is the median over repeats of each repeat's speed ratio
-to the plain sequential call. Prints a table and, last, one JSON line.
+(RTF) is its inverse; ``÷ direct`` is the median, over groups of ``--group`` clips run by
+every path back to back, of the speed ratio to the plain sequential call (the worker: per
+repeat, over all clips). ``audio s/CPU s`` uses the process's CPU time, which the other
+load of a shared machine disturbs less than wall time. Prints a table, then one JSON line.
 
     PYTHONPATH=. python -m bench.transcribe --clips 24 --repeats 3
 """
@@ -170,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true",
                         help="also time a real worker (needs the local stack), once per repeat")
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--group", type=int, default=4,
+                        help="clips per back-to-back comparison (and per agent batch)")
     args = parser.parse_args(argv)
 
     began = time.perf_counter()
@@ -208,55 +212,90 @@ def main(argv: list[str] | None = None) -> int:
     for agent in agents.values():
         run_agent(agent, records[:1])
 
-    walls: dict[str, list[float]] = {"direct": [], **{f"direct c={c}": [] for c in pooled},
-                                     **{f"agent c={c}": [] for c in agents}}
-    if args.worker:
-        walls[f"worker c={args.worker_concurrency}"] = []
-    texts: dict[str, list[str]] = {}
-    for rep in range(args.repeats):
-        # Alternate the order so that drift on a shared machine hits both sides.
-        order = list(walls) if rep % 2 == 0 else list(reversed(walls))
-        for name in order:
-            if name == "direct":
-                wall, out = run_direct(model, clips, args.beam_size)
-            elif name.startswith("direct c="):
-                c = int(name.split("=")[1])
-                wall, out = run_direct_pool(pooled[c], clips, args.beam_size, c)
-            elif name.startswith("worker"):
-                wall, out = run_worker_path(clips, args.format, args)
-            else:
-                wall, out = run_agent(agents[int(name.split("=")[1])], records)
-            walls[name].append(wall)
-            texts[name] = out
-            print(f"  run {rep + 1} {name}: {wall:.2f} s ({audio_s / wall:.1f}x real time)",
-                  flush=True)
+    names = ["direct", *(f"direct c={c}" for c in pooled), *(f"agent c={c}" for c in agents)]
 
-    # On a shared machine, load drifts between passes: the ratio of each repeat's two
-    # back-to-back passes (paired) is steadier than a ratio of medians.
+    def run_path(name: str, idx: list[int]) -> tuple[float, list[str]]:
+        group = [clips[i] for i in idx]
+        if name == "direct":
+            return run_direct(model, group, args.beam_size)
+        c = int(name.split("=")[1])
+        if name.startswith("direct"):
+            return run_direct_pool(pooled[c], group, args.beam_size, c)
+        return run_agent(agents[c], [records[i] for i in idx])
+
+    # The machine is shared and its load swings within seconds: every path runs on each
+    # group of clips back to back (in rotating order), and the ratio to the plain call is
+    # taken per group, so that load drift cancels out of it.
+    groups = [list(range(i, min(i + args.group, len(clips))))
+              for i in range(0, len(clips), args.group)]
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    cpus: dict[str, list[float]] = {n: [] for n in names}
+    pairs: dict[str, list[float]] = {n: [] for n in names}
+    texts: dict[str, list[str]] = {n: [""] * len(clips) for n in names}
+    worker_name = f"worker c={args.worker_concurrency}"
+    if args.worker:
+        walls[worker_name], cpus[worker_name], pairs[worker_name] = [], [], []
+    for rep in range(args.repeats):
+        total = dict.fromkeys(names, 0.0)
+        cpu = dict.fromkeys(names, 0.0)
+        for g, idx in enumerate(groups):
+            shift = (rep + g) % len(names)
+            took = {}
+            for name in names[shift:] + names[:shift]:
+                began_cpu = time.process_time()
+                wall, out = run_path(name, idx)
+                cpu[name] += time.process_time() - began_cpu
+                total[name] += wall
+                took[name] = wall
+                for i, text in zip(idx, out, strict=True):
+                    texts[name][i] = text
+            for name in names:
+                pairs[name].append(took["direct"] / took[name])
+        for name in names:
+            walls[name].append(total[name])
+            cpus[name].append(cpu[name])
+        summary = ", ".join(f"{n} {total[n]:.1f}s" for n in names)
+        print(f"  run {rep + 1}: {summary}", flush=True)
+        if args.worker:
+            began_cpu = time.process_time()
+            wall, texts[worker_name] = run_worker_path(clips, args.format, args)
+            cpus[worker_name].append(time.process_time() - began_cpu)
+            walls[worker_name].append(wall)
+            pairs[worker_name].append(total["direct"] / wall)
+            print(f"  run {rep + 1}: {worker_name} {wall:.1f}s", flush=True)
+
     rows = []
     print(f"\n{'path':<14} {'wall s (min/med/max)':>24} {'x real time':>12} {'RTF':>7} "
-          f"{'÷ direct':>9} {'WER':>6}")
+          f"{'÷ direct':>9} {'audio s/CPU s':>14} {'WER':>6}")
     for name, ws in walls.items():
         med = statistics.median(ws)
         speed = audio_s / med
-        ratio = statistics.median(d / w for d, w in zip(walls["direct"], ws, strict=True))
+        ratio = statistics.median(pairs[name])
+        per_cpu = audio_s / statistics.median(cpus[name])
         wer = corpus_wer(list(zip(refs, texts[name], strict=True)))
         rows.append({"path": name, "walls": [round(w, 3) for w in ws], "speed": round(speed, 2),
                      "rtf": round(med / audio_s, 4), "ratio": round(ratio, 3),
-                     "wer": round(wer, 4)})
+                     "audio_per_cpu_s": round(per_cpu, 2), "wer": round(wer, 4)})
         spread = f"{min(ws):.2f} / {med:.2f} / {max(ws):.2f}"
         print(f"{name:<14} {spread:>24} {speed:>12.1f} {med / audio_s:>7.3f} {ratio:>9.2f} "
-              f"{wer:>6.3f}")
+              f"{per_cpu:>14.1f} {wer:>6.3f}")
     best = max(r["ratio"] for r in rows if not r["path"].startswith("direct"))
-    print(f"\nbest agent ÷ direct (median of paired repeats): {best:.2f} (target ≥ {TARGET}) "
-          f"{'met' if best >= TARGET else 'NOT met'}; total {time.perf_counter() - began:.0f} s")
+    like = {}
+    for c in pooled:
+        per_group = [a / d for a, d in zip(pairs[f"agent c={c}"], pairs[f"direct c={c}"],
+                                           strict=True)]
+        like[f"agent c={c} ÷ direct c={c}"] = round(statistics.median(per_group), 3)
+    print(f"\nbest agent ÷ direct (median over paired groups): {best:.2f} "
+          f"(target ≥ {TARGET}: {'met' if best >= TARGET else 'NOT met'}); like for like: "
+          f"{like}; total {time.perf_counter() - began:.0f} s")
     import ctranslate2
     import faster_whisper
 
     print(json.dumps({
         "clips": len(clips), "format": args.format, "audio_s": round(audio_s, 2),
         "model": args.model, "compute_type": args.compute_type, "beam_size": args.beam_size,
-        "cpu_threads": args.cpu_threads, "rows": rows, "best_ratio": round(best, 3),
+        "cpu_threads": args.cpu_threads, "group": args.group, "rows": rows,
+        "best_ratio": round(best, 3), "like_for_like": like,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "faster_whisper": faster_whisper.__version__,
                     "ctranslate2": ctranslate2.__version__,
