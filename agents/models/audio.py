@@ -48,34 +48,9 @@ def decode_clip(data: bytes, *, max_seconds: float, codec: str = "?") -> Clip:
     """
     if not data:
         raise EmptyAudioError(f"voice.v1: field 'audio' is empty (codec {codec!r})")
-    import av  # PyAV ships with faster-whisper
-
     limit = int(max_seconds * SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
-    total = invalid = 0
     try:
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise UndecodableAudioError(
-                    f"voice.v1: field 'audio' ({codec!r}, {len(data)} bytes) has no audio stream"
-                )
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-            for packet in container.demux(audio=0):
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    invalid += 1  # skipped, as faster-whisper does
-                    continue
-                for frame in frames:
-                    for out in resampler.resample(frame):
-                        total += _append(chunks, out)
-                if total > limit:
-                    raise AudioTooLongError(
-                        f"voice.v1: audio is over {max_seconds:g} s (the limit, "
-                        "MEMSTREAM_VOICE_MAX_SECONDS); decoding stopped there"
-                    )
-            for out in resampler.resample(None):  # flush the resampler
-                total += _append(chunks, out)
+        chunks, total, invalid = _decode_samples(data, limit, max_seconds, codec)
     except AudioError:
         raise
     except Exception as exc:
@@ -100,6 +75,39 @@ def decode_clip(data: bytes, *, max_seconds: float, codec: str = "?") -> Clip:
         )
     samples = np.concatenate(chunks).astype(np.float32) / 32768.0
     return Clip(samples)
+
+
+def _decode_samples(
+    data: bytes, limit: int, max_seconds: float, codec: str
+) -> tuple[list[np.ndarray], int, int]:
+    """16 kHz mono s16 chunks, their sample count, and how many packets were invalid."""
+    import av  # PyAV ships with faster-whisper
+
+    chunks: list[np.ndarray] = []
+    total = invalid = 0
+    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            raise UndecodableAudioError(
+                f"voice.v1: field 'audio' ({codec!r}, {len(data)} bytes) has no audio stream"
+            )
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        for packet in container.demux(audio=0):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                invalid += 1  # skipped, as faster-whisper does
+                continue
+            for frame in frames:
+                for out in resampler.resample(frame):
+                    total += _append(chunks, out)
+            if total > limit:
+                raise AudioTooLongError(
+                    f"voice.v1: audio is over {max_seconds:g} s (the limit, "
+                    "MEMSTREAM_VOICE_MAX_SECONDS); decoding stopped there"
+                )
+        for out in resampler.resample(None):  # flush the resampler
+            total += _append(chunks, out)
+    return chunks, total, invalid
 
 
 def _append(chunks: list[np.ndarray], frame: object) -> int:
