@@ -20,6 +20,9 @@ class DeadLetterReason(StrEnum):
     OVERSIZE = "oversize"
     UNDECODABLE_AUDIO = "undecodable_audio"
     SILENT_AUDIO = "silent_audio"
+    EMPTY_AUDIO = "empty_audio"
+    AUDIO_TOO_LONG = "audio_too_long"
+    NO_SPEECH = "no_speech"
     PROCESSING_FAILED = "processing_failed"
 
 

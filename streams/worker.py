@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -13,7 +14,8 @@ from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-AGENT_NAMES = ("score", "memorize", "summarize")
+# In flow order: a voice note's transcript is scored and memorized in the same worker.
+AGENT_NAMES = ("transcribe", "score", "memorize", "summarize")
 
 
 def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetrics) -> list[Agent]:
@@ -22,6 +24,32 @@ def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetric
     if unknown:
         raise ValueError(f"unknown agents {unknown}; known: {', '.join(AGENT_NAMES)}")
     agents: list[Agent] = []
+    if "transcribe" in names:
+        from agents.models.transcriber import WhisperTranscriber
+        from agents.transcribe import TranscribeAgent
+
+        # 0: share the cores among the replicas that transcribe at once.
+        cpu_threads = settings.whisper_cpu_threads or max(
+            1, (os.cpu_count() or 1) // settings.whisper_concurrency
+        )
+        transcriber = WhisperTranscriber(
+            settings.whisper_model,
+            device=settings.whisper_device,
+            compute_type=settings.whisper_compute_type,
+            beam_size=settings.whisper_beam_size,
+            cpu_threads=cpu_threads,
+            workers=settings.whisper_concurrency,
+            language=settings.whisper_language,
+        )
+        agents.append(
+            TranscribeAgent(
+                transcriber,
+                concurrency=settings.whisper_concurrency,
+                max_seconds=settings.voice_max_seconds,
+                silence_dbfs=settings.voice_silence_dbfs,
+                metrics=metrics,
+            )
+        )
     if "score" in names:
         from agents.score import ScoreAgent
         from agents.scoring import ValueScorer, load_scorer_config

@@ -1,1 +1,1 @@
-"""Model adapters: sentence embedder, per-tenant vector index, micro-batching off the event loop."""
+"""Model adapters: sentence embedder, vector index, micro-batching, audio decoding, transcriber."""

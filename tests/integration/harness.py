@@ -54,6 +54,8 @@ def produce(settings: Settings, work: Workload) -> None:
             producer.send_async(event)
         for fb in late:
             producer.send_async(fb)
+        for note in work.voice:
+            producer.send_async(note)
     raw = Producer(settings.kafka_client_config())
     for value in work.garbage:
         raw.produce(settings.topic("telemetry.v1"), value=value, key=b"garbage", partition=0)
@@ -82,12 +84,18 @@ def memstream_env(settings: Settings) -> dict[str, str]:
 
 
 def start_worker(
-    settings: Settings, log: Path, fault: str | None = None, agents: str | None = None
+    settings: Settings,
+    log: Path,
+    fault: str | None = None,
+    agents: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """A real ``memstream worker`` process (``agents``: comma-separated; default all)."""
+    """A real ``memstream worker`` process (``agents``: comma-separated, default all;
+    ``extra_env``: more MEMSTREAM_* settings)."""
     env = memstream_env(settings)
     if fault:
         env["MEMSTREAM_FAULT_INJECT"] = fault
+    env.update(extra_env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     out = log.open("ab")
     return subprocess.Popen(

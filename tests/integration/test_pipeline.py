@@ -17,6 +17,7 @@ import pytest
 
 from agents.dedupe import memory_id
 from agents.score import CLOCK_KEY
+from bench.speech import espeak_available
 from streams.processing.runtime import LAG_REPORT_INTERVAL_S
 from streams.reader import read_topic
 from streams.settings import Settings
@@ -38,7 +39,7 @@ from tests.integration.harness import (
     wait_ready,
     worker_settings,
 )
-from tests.integration.workload import Workload, generate
+from tests.integration.workload import Workload, add_voice_notes, generate
 
 FULL = os.environ.get("MEMSTREAM_EOS_FULL") == "1"
 # The full-size run reprocesses 20,000 events twice; on 2 cores that takes a while.
@@ -57,7 +58,7 @@ def run_clean(settings: Settings, work: Workload, tmp: Path) -> None:
     proc = start_worker(settings, log)
     try:
         wait_ready(log, since)
-        wait_drained(settings, len(work.telemetry) + len(work.poison_empty) + len(work.garbage),
+        wait_drained(settings, work.ingested + len(work.poison_empty) + len(work.garbage),
                      timeout=DRAIN_TIMEOUT_S)
     finally:
         assert stop_worker(proc) == 0, log.read_text()[-3000:]
@@ -69,7 +70,7 @@ def check_exactly_once(settings: Settings, work: Workload) -> dict[str, tuple[ob
     sources = Counter(e for m in memories.values() for e in m["source_event_ids"])
     assert set(sources) == work.valid_event_ids, "every valid event is in exactly one memory"
     assert max(sources.values()) == 1, "no event memorized twice"
-    assert sum(m["occurrence_count"] for m in memories.values()) == len(work.telemetry)
+    assert sum(m["occurrence_count"] for m in memories.values()) == work.ingested
     for m in memories.values():
         assert m["occurrence_count"] == len(m["source_event_ids"]) == len(m["merges"]) + 1
 
@@ -204,6 +205,9 @@ def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path:
 
     n_events, kills = (20_000, 10) if FULL else (1_500, 6)
     work = generate(n_events, tenants=3, seed=11)
+    if espeak_available():
+        # Voice notes ride along: their transcripts must be memorized exactly once too.
+        add_voice_notes(work, 12 if FULL else 6, seed=11)
     runs = {}
     for name in ("reference", "crashing"):
         prefix = f"{stack_settings.topic_prefix}{name}."

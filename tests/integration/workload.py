@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from streams.events import Feedback, TelemetryEvent
+from streams.events import Feedback, TelemetryEvent, VoiceNote
 
 SUBJECTS = ["the billing service", "the search index", "the login page", "the nightly backup",
             "the payment webhook", "the mobile app", "the data export", "the audit log",
@@ -28,10 +28,31 @@ class Workload:
     feedback: list[Feedback] = field(default_factory=list)
     poison_empty: list[TelemetryEvent] = field(default_factory=list)
     garbage: list[bytes] = field(default_factory=list)
+    voice: list[VoiceNote] = field(default_factory=list)
 
     @property
     def valid_event_ids(self) -> set[str]:
-        return {e.event_id for e in self.telemetry}
+        return {e.event_id for e in self.telemetry} | {v.event_id for v in self.voice}
+
+    @property
+    def ingested(self) -> int:
+        """What ``memstream stats`` counts as ingested once every voice note is transcribed."""
+        return len(self.telemetry) + len(self.voice)
+
+
+def add_voice_notes(work: Workload, n_notes: int, seed: int = 7) -> None:
+    """``n_notes`` spoken voice notes (espeak-ng), spread over the workload's tenants."""
+    from bench.speech import SENTENCES, synthesize
+
+    rng = random.Random(seed)
+    tenants = sorted({e.tenant for e in work.telemetry}) or ["tenant-0"]
+    start = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    for i in range(n_notes):
+        tenant = rng.choice(tenants)
+        work.voice.append(VoiceNote(
+            tenant=tenant, session_id=f"{tenant}-voice", codec="wav",
+            audio=synthesize(SENTENCES[i % len(SENTENCES)]),
+            event_id=f"voice-{seed}-{i:04d}", event_time=start + timedelta(seconds=i)))
 
 
 def generate(n_events: int, tenants: int = 3, seed: int = 7) -> Workload:
