@@ -553,7 +553,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "score_done_s": line.score_done - line.ready,
                 "join_and_first_batch_s": line.first_commit - line.ready,
                 "metrics": totals, **memory_coverage(base)}
+        # The raw limit again, right after: other load on a shared machine changes between
+        # phases, so the ratio uses the mean of the measurements around the full path.
+        after = measure_raw_embedding(work.unique_texts, base.embed_batch_size,
+                                      base.embedding_model)
+        raw["per_s_before"], raw["per_s_after"] = raw["per_s"], after["per_s"]
+        raw["per_s"] = (raw["per_s_before"] + after["per_s"]) / 2
+        raw["seconds"] = len(work.unique_texts) / raw["per_s"]
+        _say(f"raw model again: {after['per_s']:.1f} sentences/s; mean {raw['per_s']:.1f}")
         full["ratio"] = full["per_s"] / raw["per_s"]
+        embed_s = totals.get("embed_seconds_sum", 0.0)
+        # Load-insensitive view: the share of the wall time the model was busy.
+        full["model_busy_share"] = embed_s / elapsed if elapsed else 0.0
         result["full"] = full
         _say(f"full path: {full['per_s']:.1f} events/s, ratio {full['ratio']:.2f}")
 
@@ -617,8 +628,10 @@ def print_table(r: dict[str, Any]) -> None:
     embed_calls = met.get("embed_seconds_count", 0.0)
     batch_mean = met.get("embed_batch_size_sum", 0.0) / embed_calls if embed_calls else 0.0
     rows = [
-        (f"raw model: embed, batch {r['params']['embed_batch']}", w["unique_texts"],
-         raw["seconds"], f"{raw['per_s']:,.1f}", "", ""),
+        (f"raw model: embed, batch {r['params']['embed_batch']} (mean of before/after)",
+         w["unique_texts"], raw["seconds"],
+         f"{raw['per_s_before']:,.1f} / **{raw['per_s']:,.1f}** / {raw['per_s_after']:,.1f}",
+         "", ""),
         ("full path: score+memorize", w["events"], full["seconds"], f"{full['per_s']:,.1f}",
          f"{full['ratio']:.2f}", f">= {TARGET_FULL}"),
         ("plain aiokafka consume→produce", w["events"], None, r["spreads"]["aio"], "", ""),
@@ -648,7 +661,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"full path detail: score finished at {full['score_done_s']:.1f}s, group join + first "
           f"batch {full['join_and_first_batch_s']:.1f}s; embedding {embed_s:.1f}s in "
           f"{embed_calls:.0f} calls (mean batch {batch_mean:.1f}) = "
-          f"{embed_s / full['seconds']:.0%} of the wall time; "
+          f"{full['model_busy_share']:.0%} of the wall time (the model's busy share); "
           f"transactions {met.get('transactions_total[commit]', 0):.0f} committed / "
           f"{met.get('transactions_total[abort]', 0):.0f} aborted; duplicates merged "
           f"{met.get('duplicates_total[exact]', 0):.0f} exact + "

@@ -1,5 +1,6 @@
-"""The end-to-end demo: telemetry and feedback through the SDK, a worker that scores,
-de-duplicates, embeds and memorizes them exactly-once, and the memories read back."""
+"""The end-to-end demo: telemetry, feedback and a voice note through the SDK; a worker that
+transcribes, scores, de-duplicates, embeds, memorizes and summarizes them exactly-once; the
+memories and the session summary read back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from streams.events import Feedback, TelemetryEvent
@@ -17,20 +20,24 @@ from streams.settings import Settings
 from streams.stats import pipeline_stats
 
 WAIT_S = 180.0
+VOICE_NOTE = Path(__file__).parent / "assets" / "demo-voice-note.ogg"
 
 
 class DemoError(MemstreamError):
     """The demo's pipeline did not produce what it waited for."""
 
 
-def _events(tenant: str) -> tuple[list[TelemetryEvent | Feedback], Feedback]:
-    """One tenant's session: a question asked three ways (exact and near duplicates), a
-    helpful answer with early feedback, and an answer whose feedback arrives late."""
+def _events(tenant: str, start: datetime) -> tuple[list[TelemetryEvent | Feedback], Feedback]:
+    """One tenant's session, two hours ago: a question asked three ways (exact and near
+    duplicates), a helpful answer with early feedback, and an answer whose feedback
+    arrives late."""
     session = f"{tenant}-s1"
+    clock = iter(range(0, 3600, 20))
 
     def event(n: int, kind: str, text: str, **extra: Any) -> TelemetryEvent:
         return TelemetryEvent(tenant=tenant, session_id=session, interaction_id=f"{session}-i{n}",
-                              kind=kind, text=text, **extra)
+                              kind=kind, text=text,
+                              event_time=start + timedelta(seconds=next(clock)), **extra)
 
     events: list[TelemetryEvent | Feedback] = [
         event(1, "QUERY", "How do I rotate the API keys for the billing service?"),
@@ -38,14 +45,14 @@ def _events(tenant: str) -> tuple[list[TelemetryEvent | Feedback], Feedback]:
               model="demo-model", token_count=14),
         event(1, "OUTCOME", "Keys rotated; the billing workers are healthy.", outcome="SUCCESS"),
         Feedback(tenant=tenant, session_id=session, interaction_id=f"{session}-i1", rating=1.0,
-                 label="helpful"),
+                 label="helpful", event_time=start + timedelta(seconds=90)),
         event(2, "QUERY", "how do I rotate the API keys for the billing service"),  # exact dup
         event(3, "QUERY", "How can I rotate the API keys of the billing service?"),  # near dup
         event(4, "RESPONSE", "The quarterly report is generated every Monday at 06:00 UTC.",
               model="demo-model", token_count=12),
     ]
     late = Feedback(tenant=tenant, session_id=session, interaction_id=f"{session}-i4",
-                    rating=0.9, label="accurate")
+                    rating=0.9, label="accurate", event_time=start + timedelta(seconds=900))
     return events, late
 
 
@@ -70,10 +77,10 @@ def _wait(what: str, done: Callable[[], bool], worker: _Worker, say: Callable[[s
 
 
 class _Worker:
-    """``memstream worker`` (score + memorize) in a thread of this process."""
+    """``memstream worker`` (all agents) in a thread of this process."""
 
     def __init__(self, settings: Settings) -> None:
-        from streams.worker import run_worker
+        from streams.worker import AGENT_NAMES, run_worker
 
         self.stop = threading.Event()
         self.ready = threading.Event()
@@ -81,7 +88,7 @@ class _Worker:
 
         def run() -> None:
             try:
-                run_worker(settings, ("score", "memorize"), self.stop, self.ready.set)
+                run_worker(settings, AGENT_NAMES, self.stop, self.ready.set)
             except BaseException as exc:  # noqa: BLE001 - reported by check()
                 self.error = exc
                 self.ready.set()
@@ -109,34 +116,54 @@ def _show(memories: Iterable[dict[str, Any]], say: Callable[[str], None]) -> Non
                 f"(similarity {merge['similarity']:.3f}) from event {merge['event_id'][:8]}")
 
 
+def _summaries(settings: Settings, tenant: str, session: str) -> list[dict[str, Any]]:
+    """The session's summaries, latest version of each window."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_topic(settings, "summaries.v1", idle_timeout_s=2.0):
+        value = record.value
+        if value is not None and value["tenant"] == tenant and value["session_id"] == session:
+            latest[value["summary_id"]] = value
+    return list(latest.values())
+
+
 def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
-    """Produce a session, run the pipeline over it, and show the memories it made."""
+    """Produce a session, run the pipeline over it, and show what it made of it."""
     tenant = f"demo-{uuid.uuid4().hex[:6]}"
-    events, late = _events(tenant)
-    say(f"1. producing a session of tenant {tenant} through the SDK")
+    now = datetime.now(UTC)
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    events, late = _events(tenant, start)
+    session = events[0].session_id
+    say(f"1. producing a session of tenant {tenant} (event times from {start:%H:%M} UTC) "
+        "through the SDK")
     with MemstreamProducer(settings) as producer:
         for event in events:
             result = producer.send(event)
             label = getattr(event, "kind", "FEEDBACK")
             say(f"  {label:<9} -> {result.topic}[{result.partition}]@{result.offset}  "
                 f"{getattr(event, 'text', '')}")
+        voice = producer.voice_note(VOICE_NOTE, tenant=tenant, session_id=session,
+                                    event_time=start + timedelta(minutes=5))
+        say(f"  VOICE     -> {voice.topic}[{voice.partition}]@{voice.offset}  "
+            f"{VOICE_NOTE.name} ({VOICE_NOTE.stat().st_size // 1024} KiB of speech)")
     telemetry = [e for e in events if isinstance(e, TelemetryEvent)]
+    voice_id = voice.event_id
 
-    say("\n2. running the worker (score → dedupe → embed → memorize, exactly-once); "
-        "loading the embedding model …")
+    say("\n2. running the worker (transcribe → score → dedupe → embed → memorize → summarize, "
+        "exactly-once); loading the models …")
     worker = _Worker(settings.model_copy(update={"worker_id": "demo", "metrics_port": 0}))
     try:
         worker.ready.wait(WAIT_S)
         worker.check()
-        ids = {e.event_id for e in telemetry}
+        ids = {e.event_id for e in telemetry} | {voice_id}
 
         def covered() -> bool:
             memorized = {s for m in _memories(settings, tenant).values()
                          for s in m["source_event_ids"]}
             return ids <= memorized
 
-        _wait("memories of all 6 events", covered, worker, say)
-        say("\n3. memories.v1 (read_committed): 6 events became these memories")
+        _wait("memories of the 6 events and the voice note", covered, worker, say)
+        say("\n3. memories.v1 (read_committed): 7 events became these memories "
+            "(the voice note's is its transcript)")
         _show(_memories(settings, tenant).values(), say)
         say("  '?' = value unknown: no feedback yet (confidence 0), never a made-up 0.5")
 
@@ -152,10 +179,24 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
         _wait("the re-scored memory", rescored, worker, say)
         _show([m for m in _memories(settings, tenant).values()
                if answer in m["source_event_ids"]], say)
+
+        say("\n5. a new session now moves event time past the first one's hour: its summary")
+        with MemstreamProducer(settings) as producer:
+            producer.send(TelemetryEvent(tenant=tenant, session_id=f"{tenant}-s2",
+                                         interaction_id=f"{tenant}-s2-i1", kind="QUERY",
+                                         text="What changed in the billing service today?",
+                                         event_time=now))
+        _wait("the session summary", lambda: bool(_summaries(settings, tenant, session)),
+              worker, say)
+        for summary in _summaries(settings, tenant, session):
+            say(f"  summaries.v1 {summary['summary_id'][:8]} ({len(summary['event_ids'])} "
+                "events):")
+            for line in summary["text"].splitlines():
+                say(f"    {line}")
     finally:
         worker.close()
 
     stats = pipeline_stats(settings)
-    say("\n5. accounting across every tenant (`memstream stats`): ingested "
+    say("\n6. accounting across every tenant (`memstream stats`): ingested "
         f"{stats.ingested} = memories {stats.memories} + merged {stats.merged} + "
         f"dead-lettered {stats.dead_lettered} + in flight {stats.in_flight}")

@@ -9,6 +9,8 @@ crash a store catches up from its checkpoint by reading the changelog with read_
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -31,8 +33,18 @@ def encode_value(value: Any) -> bytes:
 
 
 def decode_value(data: bytes) -> Any:
-    """Inverse of ``encode_value`` (tuples come back as lists)."""
-    return msgpack.unpackb(data, raw=False)
+    """Inverse of ``encode_value`` (tuples come back as lists). Values written by the first
+    releases, which used JSON with bytes as ``{"$b64": ...}``, still read."""
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except msgpack.ExtraData:
+        return json.loads(data, object_hook=_legacy_bytes)
+
+
+def _legacy_bytes(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "$b64" in obj:
+        return base64.b64decode(obj["$b64"])
+    return obj
 
 
 # What a broker answers for a topic created a moment ago, until its leader is known.
