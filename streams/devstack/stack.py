@@ -97,7 +97,7 @@ class DevStack:
     def up(self, progress: Callable[[str], None] = logger.info) -> list[ComponentStatus]:
         """Install if needed, start what is not running, and wait until both answer."""
         java = install.find_java(self.settings.java_home)
-        progress(f"installing into {self.settings.cache_dir} (first run only)")
+        progress(f"Kafka and the registry: {self.settings.cache_dir} (downloaded on the first run)")
         installation = install.install(self.settings.cache_dir)
         self._start_kafka(java, installation.kafka_libs, progress)
         self._start_registry(java, installation.registry_jar, progress)
