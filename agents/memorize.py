@@ -66,7 +66,9 @@ class MemorizeAgent:
                 vector = vector_from_bytes(memory["embedding"], memory["dimension"])
                 self.indexes.add(memory["tenant"], memory["memory_id"], vector, memory["model_id"])
                 count += 1
-        logger.info("memory indexes rebuilt: %d memories in %.2fs", count, time.monotonic() - started)
+        logger.info(
+            "memory indexes rebuilt: %d memories in %.2fs", count, time.monotonic() - started
+        )
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
         """Dedupe exactly, embed what is new (one batch), then merge or create in order."""
@@ -179,7 +181,8 @@ class MemorizeAgent:
         memory["source_event_ids"] = (memory["source_event_ids"] + [v["event_id"]])[-MAX_SOURCES:]
         memory["merges"] = (
             memory["merges"]
-            + [{"event_id": v["event_id"], "similarity": round(float(similarity), 6), "match": match}]
+            + [{"event_id": v["event_id"], "similarity": round(float(similarity), 6),
+               "match": match}]
         )[-MAX_SOURCES:]
         MemorizeAgent._update_value(memory, v)
 

@@ -116,7 +116,9 @@ class MemstreamProducer:
             with self._lock:
                 self._pending -= 1
             if err is not None:
-                failure = DeliveryError(f"{full_topic}: event {event_id} not delivered: {err.str()}")
+                failure = DeliveryError(
+                    f"{full_topic}: event {event_id} not delivered: {err.str()}"
+                )
                 self._failures.append(failure)
                 future.set_exception(failure)
             else:
@@ -190,7 +192,10 @@ class MemstreamProducer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             self.close()

@@ -1,4 +1,4 @@
-"""Per-stage counts from the broker, so ingested = memorized + merged + dead-lettered + in flight."""
+"""Per-stage counts from the broker: ingested = memorized + merged + dead-lettered + in flight."""
 
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ def _consumer(settings: Settings) -> Consumer:
     )
 
 
-def _scan(settings: Settings, topic: str, starts: dict[int, int] | None = None) -> list[bytes | None]:
+def _scan(
+    settings: Settings, topic: str, starts: dict[int, int] | None = None
+) -> list[bytes | None]:
     """Values of the committed records of ``topic`` from ``starts`` (default: beginning)."""
     consumer = _consumer(settings)
     try:
@@ -68,7 +70,10 @@ def _scan(settings: Settings, topic: str, starts: dict[int, int] | None = None) 
             return []
         partitions = list(meta.partitions)
         tps = [TopicPartition(topic, p, (starts or {}).get(p, 0)) for p in partitions]
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] for p in partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+            for p in partitions
+        }
         todo = {tp.partition for tp in tps if tp.offset < ends[tp.partition]}
         if not todo:
             return []

@@ -46,8 +46,13 @@ class TopicSpec:
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("telemetry.v1", "telemetry", "session id", "session_id", "delete", retention_ms=365 * DAY_MS),
-    TopicSpec("feedback.v1", "feedback", "interaction id", "interaction_id", "delete", retention_ms=365 * DAY_MS),
+    TopicSpec(
+        "telemetry.v1", "telemetry", "session id", "session_id", "delete", retention_ms=365 * DAY_MS
+    ),
+    TopicSpec(
+        "feedback.v1", "feedback", "interaction id", "interaction_id", "delete",
+        retention_ms=365 * DAY_MS,
+    ),
     TopicSpec(
         "voice.v1",
         "voice",
@@ -58,7 +63,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         max_message_bytes=VOICE_MAX_MESSAGE_BYTES,
     ),
     TopicSpec(
-        "transcripts.v1", "transcript", "session id", "session_id", "delete", retention_ms=90 * DAY_MS
+        "transcripts.v1", "transcript", "session id", "session_id", "delete",
+        retention_ms=90 * DAY_MS,
     ),
     TopicSpec("scored.v1", "scored", "tenant", "tenant", "delete", retention_ms=90 * DAY_MS),
     TopicSpec(

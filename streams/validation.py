@@ -33,7 +33,8 @@ def _record(
     unknown = sorted(set(value) - known)
     if unknown:
         name = _join(path, unknown[0])
-        _fail(where, name, f"is not a field of {schema['name']} (fields: {', '.join(sorted(known))})")
+        fields = ", ".join(sorted(known))
+        _fail(where, name, f"is not a field of {schema['name']} (fields: {fields})")
     out: dict[str, Any] = {}
     for field in schema["fields"]:
         name = field["name"]
@@ -144,7 +145,9 @@ def _primitive(
             _fail(where, path, f"must be a string, got {_type_name(value)}")
         limit = limits.get(name)
         if limit is not None and len(value) > limit:
-            _fail(where, path, f"is {len(value)} characters, over the limit of {limit}", limit=limit)
+            _fail(
+                where, path, f"is {len(value)} characters, over the limit of {limit}", limit=limit
+            )
         return value
     if kind in ("bytes", "fixed"):
         if not isinstance(value, bytes | bytearray | memoryview):

@@ -122,7 +122,11 @@ def install_registry(cache_dir: Path) -> Path:
     download = cache_dir / "downloads"
     download.mkdir(parents=True, exist_ok=True)
     _run_maven(
-        ["dependency:copy", f"-Dartifact={versions.APICURIO_ARTIFACT}", f"-DoutputDirectory={download}"],
+        [
+            "dependency:copy",
+            f"-Dartifact={versions.APICURIO_ARTIFACT}",
+            f"-DoutputDirectory={download}",
+        ],
         download,
         f"Apicurio Registry {versions.APICURIO_VERSION}",
     )
@@ -142,4 +146,6 @@ def install_registry(cache_dir: Path) -> Path:
 
 def install(cache_dir: Path) -> Installation:
     """Install both parts of the stack if they are not in the cache yet."""
-    return Installation(kafka_libs=install_kafka(cache_dir), registry_jar=install_registry(cache_dir))
+    return Installation(
+        kafka_libs=install_kafka(cache_dir), registry_jar=install_registry(cache_dir)
+    )

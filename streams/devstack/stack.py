@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import time
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

@@ -132,7 +132,9 @@ class Processor:
             for base in agent.inputs:
                 self._dispatch[settings.topic(base)].append(agent)
         self._base = {settings.topic(t): t for a in self.agents for t in a.inputs}
-        self._readers = {full: latest_schema(topic_spec(base).schema) for full, base in self._base.items()}
+        self._readers = {
+            full: latest_schema(topic_spec(base).schema) for full, base in self._base.items()
+        }
         self._owned: frozenset[int] = frozenset()
         self._changelog_offsets: dict[tuple[str, int], int] = {}
         self._delivery_errors: list[str] = []
@@ -285,8 +287,7 @@ class Processor:
             self._failed_agent = None
             fault_point("after-process")
             self.producer.flush(self._timeout)
-            if self._delivery_errors:
-                raise KafkaException(KafkaError(KafkaError._FAIL, "; ".join(self._delivery_errors)))
+            self._raise_delivery_errors()
             offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
             self.producer.send_offsets_to_transaction(
                 offsets, self.consumer.consumer_group_metadata(), self._timeout
@@ -299,6 +300,10 @@ class Processor:
         self._committed()
         fault_point("after-commit")
         self._apply_stores()
+
+    def _raise_delivery_errors(self) -> None:
+        if self._delivery_errors:
+            raise KafkaException(KafkaError(KafkaError._FAIL, "; ".join(self._delivery_errors)))
 
     def _committed(self) -> None:
         """Count a committed transaction and what it carried."""
@@ -316,18 +321,23 @@ class Processor:
             for agent in self._dispatch[full]:
                 self._counts[("events_in", agent.name, base)] += 1
             try:
-                if raw is None:
-                    raise CodecError("null value (tombstone) on an event topic")
-                value = self.codec.decode(raw, self._readers[full])
+                value = self._decode_value(raw, full)
             except CodecError as exc:
                 ctx.agent = self._dispatch[full][0].name
                 source = SourceCoordinates(full, msg.partition(), msg.offset(), msg.key(), raw)
-                self._dead_letter_at(source, DeadLetterReason.UNDECODABLE, str(exc), ctx.agent, None)
+                self._dead_letter_at(
+                    source, DeadLetterReason.UNDECODABLE, str(exc), ctx.agent, None
+                )
                 continue
             record = InputRecord(base, msg.partition(), msg.offset(), msg.key(), raw, value)
             for agent in self._dispatch[full]:
                 by_agent[agent.name].append(record)
         return by_agent
+
+    def _decode_value(self, raw: bytes | None, full_topic: str) -> dict[str, Any]:
+        if raw is None:
+            raise CodecError("null value (tombstone) on an event topic")
+        return self.codec.decode(raw, self._readers[full_topic])
 
     def _abort(self, first: dict[tuple[str, int], int]) -> None:
         self.metrics.transactions.labels("abort").inc()
@@ -350,7 +360,7 @@ class Processor:
         self._notify_agents()
 
     def _apply_stores(self) -> None:
-        for (name, partition), store in self.stores.items():
+        for (_name, partition), store in self.stores.items():
             offset = self._changelog_offsets.pop((store.changelog, partition), None)
             store.apply(None if offset is None else offset + 1)
 
@@ -396,7 +406,9 @@ class Processor:
             subject_for(self.settings, spec), latest_schema(spec.schema), letter
         )
         # Same partition number as the source: a dead letter stays with its tenant.
-        self._produce(self.settings.topic("deadletter.v1"), source.partition, source.topic.encode(), value)
+        self._produce(
+            self.settings.topic("deadletter.v1"), source.partition, source.topic.encode(), value
+        )
         self._counts[("dead_letters", agent, reason.value)] += 1
         logger.warning(
             "dead letter from %s[%d]@%d by %s: %s (%s)",
@@ -434,9 +446,10 @@ class Processor:
                     self.producer.produce(
                         topic, value=value, key=key, partition=partition, on_delivery=on_delivery
                     )
-                return
             except BufferError:
                 self.producer.poll(0.1)
+            else:
+                return
 
     # -- rebalancing ------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -33,7 +33,9 @@ def test_missing_java_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_p
         install.find_java(tmp_path / "no-jdk")
 
 
-def test_failed_download_gives_retry_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_failed_download_gives_retry_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     fake = tmp_path / "bin"
     fake.mkdir()
     mvn = fake / "mvn"
