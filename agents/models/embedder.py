@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
+from agents.models.bundled import bundled_model_dir
 from agents.models.exceptions import ModelError, ModelMismatchError
 
 logger = logging.getLogger(__name__)
@@ -43,14 +42,9 @@ def canonical_model_id(name_or_path: str) -> str:
 def resolve_model_path(name_or_path: str) -> str:
     """Return where to load a model from: the bundled default, an existing path, or the name."""
     if name_or_path in _BUNDLED_NAMES:
-        try:
-            package = importlib.import_module(_BUNDLED_PACKAGE)
-        except ImportError:
-            package = None
-        if package is not None and package.__file__ is not None:
-            bundled = os.path.join(os.path.dirname(package.__file__), "model")
-            if os.path.isdir(bundled):
-                return bundled
+        bundled = bundled_model_dir(_BUNDLED_PACKAGE, "")
+        if bundled is not None:
+            return bundled
     # Anything else (an existing path, or a hub name sentence-transformers resolves from
     # its own cache) is passed through unchanged.
     return name_or_path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -12,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agents.models.audio import SAMPLE_RATE
+from agents.models.bundled import bundled_model_dir
 from agents.models.exceptions import ModelError
 
 logger = logging.getLogger(__name__)
@@ -53,14 +53,9 @@ class Transcriber(Protocol):
 def resolve_whisper_model(name_or_path: str) -> str:
     """Where to load a model from: the bundled tiny.en, an existing path, or the name as is."""
     if name_or_path in _BUNDLED_NAMES:
-        try:
-            package = importlib.import_module(_BUNDLED_PACKAGE)
-        except ImportError:
-            package = None
-        if package is not None and package.__file__ is not None:
-            bundled = os.path.join(os.path.dirname(package.__file__), "model")
-            if os.path.isfile(os.path.join(bundled, "model.bin")):
-                return bundled
+        bundled = bundled_model_dir(_BUNDLED_PACKAGE, "model.bin")
+        if bundled is not None:
+            return bundled
     # A path, or a name faster-whisper resolves (size names download from the hub).
     return name_or_path
 

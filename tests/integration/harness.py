@@ -177,16 +177,17 @@ def summary_log(settings: Settings) -> list[tuple[int, str | None, dict[str, Any
     return [(r.partition, r.key, r.value) for r in read_topic(settings, "summaries.v1") if r.value]
 
 
-def raw_log(settings: Settings, topic: str) -> list[tuple[int, int, bytes | None, bytes | None]]:
-    """Every committed record of ``topic`` (base name) undecoded: (partition, offset, key,
-    value), in log order per partition."""
-    name = settings.topic(topic)
+def _committed_records(
+    settings: Settings, full_topic: str
+) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """Every committed record of ``full_topic``: (partition, offset, key, value), in log
+    order per partition."""
     consumer = Consumer({**settings.kafka_client_config(), "group.id": f"raw-{uuid.uuid4()}",
                          "enable.partition.eof": True, "isolation.level": "read_committed",
                          "enable.auto.commit": False, "log_level": 3})
     try:
-        parts = list(consumer.list_topics(name, timeout=10).topics[name].partitions)
-        consumer.assign([TopicPartition(name, p, 0) for p in parts])
+        parts = list(consumer.list_topics(full_topic, timeout=10).topics[full_topic].partitions)
+        consumer.assign([TopicPartition(full_topic, p, 0) for p in parts])
         pending = set(parts)
         out: list[tuple[int, int, bytes | None, bytes | None]] = []
         deadline = time.monotonic() + 60
@@ -202,6 +203,12 @@ def raw_log(settings: Settings, topic: str) -> list[tuple[int, int, bytes | None
         consumer.close()
 
 
+def raw_log(settings: Settings, topic: str) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """Every committed record of ``topic`` (base name) undecoded: (partition, offset, key,
+    value), in log order per partition."""
+    return _committed_records(settings, settings.topic(topic))
+
+
 def dead_letters(settings: Settings) -> list[dict[str, Any]]:
     """Every committed dead letter."""
     return [r.value for r in read_topic(settings, "deadletter.v1") if r.value]
@@ -210,29 +217,14 @@ def dead_letters(settings: Settings) -> list[dict[str, Any]]:
 def changelog_state(settings: Settings, store: str) -> dict[str, Any]:
     """A state store's committed contents, as its changelog says (latest value per key)."""
     topic = settings.topic(f"{settings.app_id}-{store}-changelog")
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"cl-{uuid.uuid4()}",
-                         "enable.partition.eof": True, "isolation.level": "read_committed",
-                         "enable.auto.commit": False, "log_level": 3})
-    try:
-        parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        pending = set(parts)
-        state: dict[str, Any] = {}
-        deadline = time.monotonic() + 60
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=0.5):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
-                    continue
-                key = msg.key().decode()
-                if msg.value() is None:
-                    state.pop(key, None)
-                else:
-                    state[key] = decode_value(msg.value())
-        return state
-    finally:
-        consumer.close()
+    state: dict[str, Any] = {}
+    for _partition, _offset, key, value in _committed_records(settings, topic):
+        assert key is not None
+        if value is None:
+            state.pop(key.decode(), None)
+        else:
+            state[key.decode()] = decode_value(value)
+    return state
 
 
 def memory_identity(memories: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
