@@ -1,0 +1,145 @@
+"""One tenant's vectors: exact search below a size threshold, HNSW above it.
+
+Rows are append-only: a memory's vector keeps its row, a deleted memory's row is only
+marked dead (filtered out of every search). Exact search is a matrix-vector product over
+the live rows. Once a tenant holds ``exact_max`` rows an HNSW graph (inner product on
+unit vectors = cosine) is built over them; rows added later are searched exactly as a
+"tail" until ``sync`` adds them to the graph in one batch, so a single write never pays
+for an HNSW insert. Filters and deletions go to faiss as an ``IDSelectorBitmap``; a filter
+that leaves few rows is answered exactly over those rows instead (a selective filter is
+where HNSW loses recall).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+# Below this many allowed rows a filtered search is exact over just those rows.
+_EXACT_SUBSET_MAX = 4096
+# Tail rows (not yet in the graph) searched exactly before ``sync`` adds them.
+_TAIL_MAX = 2048
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """How a tenant's index is built: exact up to ``exact_max`` rows, HNSW above."""
+
+    exact_max: int = 20_000
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+
+
+class TenantVectors:
+    """Unit-norm float32 rows of one dimension, searchable by cosine similarity."""
+
+    def __init__(self, dimension: int, policy: IndexPolicy) -> None:
+        self.dimension = dimension
+        self.policy = policy
+        self.matrix = np.zeros((0, dimension), dtype=np.float32)
+        self.alive = np.zeros(0, dtype=bool)
+        self.rows = 0
+        self.ann: faiss.IndexHNSWFlat | None = None
+
+    @property
+    def kind(self) -> str:
+        """``exact`` or ``hnsw``."""
+        return "hnsw" if self.ann is not None else "exact"
+
+    @property
+    def ann_rows(self) -> int:
+        """Rows covered by the HNSW graph (0 without one)."""
+        return 0 if self.ann is None else int(self.ann.ntotal)
+
+    def append(self, vectors: np.ndarray) -> np.ndarray:
+        """Append rows (normalized here); return their row numbers."""
+        block = np.array(vectors, dtype=np.float32, order="C", copy=True)
+        block = block.reshape(-1, self.dimension)
+        faiss.normalize_L2(block)
+        needed = self.rows + block.shape[0]
+        if needed > self.matrix.shape[0]:
+            capacity = max(needed, 2 * self.matrix.shape[0], 1024)
+            grown = np.zeros((capacity, self.dimension), dtype=np.float32)
+            grown[: self.rows] = self.matrix[: self.rows]
+            alive = np.zeros(capacity, dtype=bool)
+            alive[: self.rows] = self.alive[: self.rows]
+            self.matrix, self.alive = grown, alive
+        rows = np.arange(self.rows, needed)
+        self.matrix[rows] = block
+        self.alive[rows] = True
+        self.rows = needed
+        return rows
+
+    def kill(self, row: int) -> None:
+        """Mark a row dead: it is never returned again."""
+        self.alive[row] = False
+
+    def sync(self) -> None:
+        """Build the graph once past ``exact_max`` rows, or add a long tail to it."""
+        if self.ann is None:
+            if int(self.alive[: self.rows].sum()) >= self.policy.exact_max:
+                self.ann = self._new_graph()
+                self.ann.add(self.matrix[: self.rows])
+        elif self.rows - self.ann.ntotal >= _TAIL_MAX:
+            self.ann.add(self.matrix[self.ann.ntotal : self.rows])
+
+    def flush(self) -> None:
+        """Add every tail row to the graph (before a snapshot)."""
+        if self.ann is not None and self.ann.ntotal < self.rows:
+            self.ann.add(self.matrix[self.ann.ntotal : self.rows])
+
+    def _new_graph(self) -> faiss.IndexHNSWFlat:
+        graph = faiss.IndexHNSWFlat(self.dimension, self.policy.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = self.policy.hnsw_ef_construction
+        graph.hnsw.efSearch = self.policy.hnsw_ef_search
+        return graph
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """Return up to ``k`` (row, cosine) pairs among live (and ``allowed``) rows, best first."""
+        if k <= 0 or self.rows == 0:
+            return []
+        q = np.array(query, dtype=np.float32, copy=True).reshape(1, -1)
+        faiss.normalize_L2(q)
+        mask = self.alive[: self.rows]
+        if allowed is not None:
+            mask = mask & allowed[: self.rows]
+        selected = int(mask.sum())
+        if selected == 0:
+            return []
+        if self.ann is None or selected <= _EXACT_SUBSET_MAX:
+            return _exact(self.matrix, np.flatnonzero(mask), q[0], k)
+        covered = self.ann_rows
+        found = self._graph_search(q, k, mask[:covered], full=bool(mask[:covered].all()))
+        tail = np.flatnonzero(mask[covered:]) + covered
+        if tail.size:
+            found = sorted(found + _exact(self.matrix, tail, q[0], k), key=lambda h: -h[1])[:k]
+        return found
+
+    def _graph_search(
+        self, q: np.ndarray, k: int, mask: np.ndarray, *, full: bool
+    ) -> list[tuple[int, float]]:
+        assert self.ann is not None
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.policy.hnsw_ef_search, k)
+        if not full:
+            bits = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(mask.shape[0], faiss.swig_ptr(bits))
+            params.sel = selector
+        scores, ids = self.ann.search(q, k, params=params)
+        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+
+def _exact(matrix: np.ndarray, rows: np.ndarray, q: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Exact top-``k`` of ``rows`` by inner product with ``q``."""
+    if rows[-1] - rows[0] + 1 == rows.size:  # one contiguous run: no gather copy
+        scores = matrix[rows[0] : rows[-1] + 1] @ q
+    else:
+        scores = matrix[rows] @ q
+    k = min(k, rows.size)
+    top = np.argpartition(-scores, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+    return [(int(rows[i]), float(scores[i])) for i in top[np.argsort(-scores[top], kind="stable")]]
