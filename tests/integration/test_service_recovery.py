@@ -52,7 +52,8 @@ def answers(service: Service, queries: list[tuple[str, str]]) -> list[list[tuple
 
 
 def cli(settings: Settings, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = service_env(settings, data_dir, 0, data_dir / "unused-tokens")
+    env = service_env(settings, data_dir, 0, data_dir)
+    del env["MEMSTREAM_API_TOKENS_FILE"]
     env["MEMSTREAM_DATA_DIR"] = str(settings.data_dir)
     return subprocess.run([sys.executable, "-m", "streams", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
