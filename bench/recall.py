@@ -17,6 +17,7 @@ in one tenant, through the service's own code (Replica, TenantVectors, SnapshotS
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import tempfile
@@ -92,6 +93,23 @@ def bench_size(n: int, args: argparse.Namespace, embedder: Any) -> dict[str, Any
         [np.argpartition(-(data @ q), 10)[:10] for q in queries])
     recall10 = float(np.mean([len(set(h) & set(e.tolist())) / 10 for h, e in zip(hits, exact,
                                                                                strict=True)]))
+    sweep = []
+    for ef in (int(x) for x in args.ef_sweep.split(",") if x):
+        if shard.vectors.kind != "hnsw":
+            break
+        shard.vectors.policy = dataclasses.replace(policy, hnsw_ef_search=ef)
+        times, got = [], []
+        for q in queries:
+            t = time.perf_counter()
+            found = replica.recall("bench", q, k=10)
+            times.append((time.perf_counter() - t) * 1000)
+            got.append({int(h.memory["memory_id"][1:]) for h in found})
+        sweep.append({"ef_search": ef, "p50_ms": round(pct(times, 50), 3),
+                      "p99_ms": round(pct(times, 99), 3),
+                      "recall_at_10": round(float(np.mean(
+                          [len(g & set(e.tolist())) / 10 for g, e in zip(got, exact, strict=True)]
+                      )), 4)})
+    shard.vectors.policy = policy
     texts = [f"How do I restart the billing service after deploy number {i}?"
              for i in range(args.queries)]
     total_ms = []
@@ -105,6 +123,7 @@ def bench_size(n: int, args: argparse.Namespace, embedder: Any) -> dict[str, Any
         "build_per_s": round(n / build_s), "search_p50_ms": round(pct(search_ms, 50), 3),
         "search_p99_ms": round(pct(search_ms, 99), 3), "total_p50_ms": round(pct(total_ms, 50), 2),
         "total_p99_ms": round(pct(total_ms, 99), 2), "recall_at_10": round(recall10, 4),
+        "ef_sweep": sweep,
     }
     if args.snapshot:
         with tempfile.TemporaryDirectory(dir=args.tmp) as d:
@@ -177,6 +196,7 @@ def main() -> None:
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=80)
     parser.add_argument("--ef-search", type=int, default=128)
+    parser.add_argument("--ef-sweep", default="", help="efSearch values to also measure")
     parser.add_argument("--isotropic", action="store_true")
     parser.add_argument("--snapshot", action="store_true", help="time snapshot write/load")
     parser.add_argument("--log-records", type=int, default=0, help="0: skip the log rebuild")

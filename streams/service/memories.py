@@ -9,13 +9,6 @@ import numpy as np
 
 from streams.service.vectors import IndexPolicy, TenantVectors
 
-# Metadata kept per memory (the embedding lives in the vector rows, not here).
-META_FIELDS = (
-    "memory_id", "event_id", "event_time", "session_id", "kind", "text", "content_hash",
-    "model_id", "dimension", "value", "confidence", "occurrence_count", "source_event_ids",
-    "scorer_version",
-)
-
 
 @dataclass(frozen=True)
 class RecallFilters:
@@ -52,18 +45,21 @@ class TenantMemories:
         return len(self.meta)
 
     def upsert(self, record: dict[str, Any], vector: np.ndarray) -> None:
-        """Insert or update a memory; its vector keeps its row unless the vector changed."""
+        """Insert or update a memory; its vector keeps its row unless the vector changed.
+
+        ``record`` is kept as the memory's metadata (the caller hands it over, without
+        its embedding)."""
         memory_id = record["memory_id"]
         row = self.row_of.get(memory_id)
         if row is not None and not _same_direction(self.vectors.matrix[row], vector):
             self.vectors.kill(row)
             row = None
         if row is None:
-            row = int(self.vectors.append(vector)[0])
+            row = self.vectors.append(vector)
             self.row_of[memory_id] = row
             self.id_of_row.append(memory_id)
             self._grow(self.vectors.rows)
-        self.meta[memory_id] = {f: record.get(f) for f in META_FIELDS}
+        self.meta[memory_id] = record
         self.session_col[row] = self._code(record["session_id"])
         self.kind_col[row] = self._code(record["kind"])
         self.time_col[row] = int(record["event_time"])
@@ -152,6 +148,7 @@ class TenantMemories:
         v.matrix = np.ascontiguousarray(arrays["matrix"], dtype=np.float32)
         v.alive = np.array(arrays["alive"], dtype=bool)
         v.rows = v.matrix.shape[0]
+        v.normalize()
         self.session_col = np.array(arrays["session"], dtype=np.int32)
         self.kind_col = np.array(arrays["kind"], dtype=np.int32)
         self.time_col = np.array(arrays["time"], dtype=np.int64)
@@ -172,5 +169,5 @@ def _resized(array: np.ndarray, capacity: int) -> np.ndarray:
 
 def _same_direction(row: np.ndarray, vector: np.ndarray) -> bool:
     v = np.asarray(vector, dtype=np.float32)
-    norm = float(np.linalg.norm(v))
-    return norm > 0 and bool(np.allclose(row, v / norm, atol=1e-6))
+    norm, row_norm = float(np.linalg.norm(v)), float(np.linalg.norm(row))
+    return norm > 0 and row_norm > 0 and bool(np.allclose(row / row_norm, v / norm, atol=1e-6))

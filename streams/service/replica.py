@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from agents.models.embedder import vector_from_bytes
-from agents.models.exceptions import ModelMismatchError
 from streams.service.memories import RecallFilters, TenantMemories
 from streams.service.vectors import IndexPolicy
 
@@ -77,14 +75,16 @@ class Replica:
         if m["model_id"] != self.model_id or m["dimension"] != self.dimension:
             self.skipped["other_model"] += 1
             return
-        try:
-            vector = vector_from_bytes(m["embedding"], m["dimension"])
-        except ModelMismatchError:
+        embedding = m.pop("embedding")
+        if len(embedding) != 4 * self.dimension:
             self.skipped["bad_embedding"] += 1
             return
+        # Little-endian float32 as stored; copied once, into the index's own row.
+        vector = np.frombuffer(embedding, dtype="<f4")
         shard = self.tenants.get(tenant)
         if shard is None:
             shard = self.tenants[tenant] = TenantMemories(tenant, self.dimension, self.policy)
+        m.pop("merges", None)
         shard.upsert(_plain(m), vector)
 
     def _apply_summary(self, s: dict[str, Any]) -> None:
@@ -155,10 +155,9 @@ class Replica:
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    """Timestamps as epoch milliseconds (Avro decodes timestamp-millis to datetime)."""
-    out = dict(record)
+    """``record`` with timestamps as epoch milliseconds (in place: the replica owns it)."""
     for name in ("event_time", "window_start", "window_end"):
-        value = out.get(name)
+        value = record.get(name)
         if value is not None and not isinstance(value, int):
-            out[name] = int(value.timestamp() * 1000)
-    return out
+            record[name] = int(value.timestamp() * 1000)
+    return record

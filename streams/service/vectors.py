@@ -42,6 +42,7 @@ class TenantVectors:
         self.matrix = np.zeros((0, dimension), dtype=np.float32)
         self.alive = np.zeros(0, dtype=bool)
         self.rows = 0
+        self._normalized = 0  # rows below this are unit-norm
         self.ann: faiss.IndexHNSWFlat | None = None
 
     @property
@@ -54,24 +55,26 @@ class TenantVectors:
         """Rows covered by the HNSW graph (0 without one)."""
         return 0 if self.ann is None else int(self.ann.ntotal)
 
-    def append(self, vectors: np.ndarray) -> np.ndarray:
-        """Append rows (normalized here); return their row numbers."""
-        block = np.array(vectors, dtype=np.float32, order="C", copy=True)
-        block = block.reshape(-1, self.dimension)
-        faiss.normalize_L2(block)
-        needed = self.rows + block.shape[0]
-        if needed > self.matrix.shape[0]:
-            capacity = max(needed, 2 * self.matrix.shape[0], 1024)
+    def append(self, vector: np.ndarray) -> int:
+        """Append one row (normalized in bulk later, before any search); return its number."""
+        row = self.rows
+        if row >= self.matrix.shape[0]:
+            capacity = max(row + 1, 2 * self.matrix.shape[0], 1024)
             grown = np.zeros((capacity, self.dimension), dtype=np.float32)
-            grown[: self.rows] = self.matrix[: self.rows]
+            grown[:row] = self.matrix[:row]
             alive = np.zeros(capacity, dtype=bool)
-            alive[: self.rows] = self.alive[: self.rows]
+            alive[:row] = self.alive[:row]
             self.matrix, self.alive = grown, alive
-        rows = np.arange(self.rows, needed)
-        self.matrix[rows] = block
-        self.alive[rows] = True
-        self.rows = needed
-        return rows
+        self.matrix[row] = vector
+        self.alive[row] = True
+        self.rows = row + 1
+        return row
+
+    def normalize(self) -> None:
+        """Make the rows appended since the last call unit-norm (one faiss call)."""
+        if self._normalized < self.rows:
+            faiss.normalize_L2(self.matrix[self._normalized : self.rows])
+            self._normalized = self.rows
 
     def kill(self, row: int) -> None:
         """Mark a row dead: it is never returned again."""
@@ -79,6 +82,7 @@ class TenantVectors:
 
     def sync(self) -> None:
         """Build the graph once past ``exact_max`` rows, or add a long tail to it."""
+        self.normalize()
         if self.ann is None:
             if int(self.alive[: self.rows].sum()) >= self.policy.exact_max:
                 self.ann = self._new_graph()
@@ -88,6 +92,7 @@ class TenantVectors:
 
     def flush(self) -> None:
         """Add every tail row to the graph (before a snapshot)."""
+        self.normalize()
         if self.ann is not None and self.ann.ntotal < self.rows:
             self.ann.add(self.matrix[self.ann.ntotal : self.rows])
 
@@ -103,6 +108,7 @@ class TenantVectors:
         """Return up to ``k`` (row, cosine) pairs among live (and ``allowed``) rows, best first."""
         if k <= 0 or self.rows == 0:
             return []
+        self.normalize()
         q = np.array(query, dtype=np.float32, copy=True).reshape(1, -1)
         faiss.normalize_L2(q)
         mask = self.alive[: self.rows]
