@@ -50,6 +50,7 @@ class RecordDecoder:
                          for base in BASES}
         self._parsed_readers = {b: fastavro.parse_schema(s) for b, s in self._readers.items()}
         self._writers: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._resolve: dict[tuple[str, int], Any] = {}  # (base, schema id) -> reader or None
 
     def decode(self, base: str, raw: bytes) -> dict[str, Any]:
         """The record in ``raw``, resolved to ``base``'s latest schema."""
@@ -57,9 +58,14 @@ class RecordDecoder:
             raise CodecError(f"{len(raw)} bytes: not Confluent-framed Avro")
         schema_id = int.from_bytes(raw[1:5], "big")
         entry = self._writers.get(schema_id) or self._load(schema_id)
-        reader = None if entry[1] == self._readers[base] else self._parsed_readers[base]
+        slot = (base, schema_id)
+        if slot not in self._resolve:
+            same = entry[1] == self._readers[base]
+            self._resolve[slot] = None if same else self._parsed_readers[base]
+        buf = io.BytesIO(raw)
+        buf.seek(5)
         try:
-            return fastavro.schemaless_reader(io.BytesIO(raw[5:]), entry[0], reader)
+            return fastavro.schemaless_reader(buf, entry[0], self._resolve[slot])
         except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
             raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
 

@@ -45,6 +45,8 @@ class RebuildReport:
     memories: int
     seconds: float
     snapshot: str
+    read_s: float = 0.0
+    snapshot_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -72,9 +74,10 @@ def rebuild_index(
     started = time.monotonic()
     feed = ReplicaFeed(settings, replica, None, on_batch=report)
     feed.run(until_end=True)
+    read_s = time.monotonic() - started
     store = SnapshotStore(settings.serve_snapshot_dir)
     with replica.lock:
         path = store.save(replica, feed_topics(settings))
     seconds = time.monotonic() - started
     memories = sum(len(s) for s in replica.tenants.values())
-    return RebuildReport(replica.applied, memories, seconds, str(path))
+    return RebuildReport(replica.applied, memories, seconds, str(path), read_s, seconds - read_s)
