@@ -223,7 +223,9 @@ def main() -> None:
     import torch
 
     from agents.models.embedder import SentenceTransformerEmbedder
+    from streams.service.run import single_threaded_blas
 
+    single_threaded_blas()  # as `memstream serve` does
     embedder = SentenceTransformerEmbedder(batch_size=1)
     print(json.dumps({"machine": platform.processor() or platform.machine(),
                       "torch_threads": torch.get_num_threads(), "args": vars(args)}), flush=True)
