@@ -148,7 +148,9 @@ class TenantMemories:
         v.matrix = np.ascontiguousarray(arrays["matrix"], dtype=np.float32)
         v.alive = np.array(arrays["alive"], dtype=bool)
         v.rows = v.matrix.shape[0]
-        v.normalize()
+        # Saved rows are unit-norm already; normalizing again would move them by an ulp
+        # and a restarted replica would no longer score exactly like the one it restarts.
+        v.mark_normalized()
         self.session_col = np.array(arrays["session"], dtype=np.int32)
         self.kind_col = np.array(arrays["kind"], dtype=np.int32)
         self.time_col = np.array(arrays["time"], dtype=np.int64)

@@ -70,6 +70,10 @@ class TenantVectors:
         self.rows = row + 1
         return row
 
+    def mark_normalized(self) -> None:
+        """Declare every row unit-norm already (loaded from a snapshot)."""
+        self._normalized = self.rows
+
     def normalize(self) -> None:
         """Make the rows appended since the last call unit-norm (one faiss call)."""
         if self._normalized < self.rows:
