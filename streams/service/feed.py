@@ -221,7 +221,8 @@ class ReplicaFeed:
                                    msg.offset(), exc)
                     value = None
                 replica.apply(base, msg.partition(), msg.offset(), value)
-            replica.sync()
+            replica.sync(build=False)
+        replica.build_graphs()
         self._since_snapshot += len(msgs)
 
     def _advance_positions(self, consumer: Consumer, assignment: list[TopicPartition]) -> None:

@@ -93,10 +93,21 @@ class Replica:
             f: record.get(f) for f in SUMMARY_FIELDS
         }
 
-    def sync(self) -> None:
-        """Let each tenant's index build or extend its graph (after an apply batch)."""
+    def sync(self, *, build: bool = True) -> None:
+        """Let each tenant's index extend (and with ``build``, build) its graph (caller locks)."""
         for shard in self.tenants.values():
-            shard.vectors.sync()
+            shard.vectors.sync(build=build)
+
+    def build_graphs(self) -> None:
+        """Build the graphs now due *without* holding the lock during the build (seconds for
+        tens of thousands of vectors), then attach each under the lock. Only the single
+        writer (the feed thread) may call it: nothing appends rows meanwhile."""
+        for shard in list(self.tenants.values()):
+            graph = shard.vectors.build_graph()
+            if graph is not None:
+                with self.lock:
+                    shard.vectors.ann = graph
+                logger.info("tenant %s: HNSW graph over %d rows", shard.tenant, graph.ntotal)
 
     # -- reads (HTTP handlers) ---------------------------------------------------------------
     def recall(

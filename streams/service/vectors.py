@@ -19,8 +19,9 @@ import numpy as np
 
 # Below this many allowed rows a filtered search is exact over just those rows.
 _EXACT_SUBSET_MAX = 4096
-# Tail rows (not yet in the graph) searched exactly before ``sync`` adds them.
-_TAIL_MAX = 2048
+# Tail rows (not yet in the graph) searched exactly before ``sync`` adds them; small, so
+# an add (under the replica's lock) stalls queries for ~0.1 s at most.
+_TAIL_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,28 @@ class TenantVectors:
         """Mark a row dead: it is never returned again."""
         self.alive[row] = False
 
-    def sync(self) -> None:
-        """Build the graph once past ``exact_max`` rows, or add a long tail to it."""
+    def sync(self, *, build: bool = True) -> None:
+        """Add a long tail to the graph; with ``build``, also build the graph once past
+        ``exact_max`` rows (the feed builds it outside the lock instead: ``build_graph``)."""
         self.normalize()
         if self.ann is None:
-            if int(self.alive[: self.rows].sum()) >= self.policy.exact_max:
-                self.ann = self._new_graph()
-                self.ann.add(self.matrix[: self.rows])
+            if build:
+                graph = self.build_graph()
+                if graph is not None:
+                    self.ann = graph
         elif self.rows - self.ann.ntotal >= _TAIL_MAX:
             self.ann.add(self.matrix[self.ann.ntotal : self.rows])
+
+    def build_graph(self) -> faiss.IndexHNSWFlat | None:
+        """A graph over the current rows if one is due, else None; it reads only rows the
+        single writer has finished (normalized), so it may run without the lock while
+        readers search exactly, and is attached (``ann = graph``) under the lock."""
+        if self.ann is not None or int(self.alive[: self.rows].sum()) < self.policy.exact_max:
+            return None
+        self.normalize()
+        graph = self._new_graph()
+        graph.add(self.matrix[: self.rows])
+        return graph
 
     def flush(self) -> None:
         """Add every tail row to the graph (before a snapshot)."""

@@ -90,3 +90,26 @@ def test_hnsw_above_the_threshold_keeps_recall_and_honours_filters_and_deletes(
     assert "acme-m42" not in [h.memory["memory_id"] for h in replica.recall("acme", unit(42), k=5)]
     hits = replica.recall("acme", unit(42), k=10, filters=RecallFilters(kinds=("RESPONSE",)))
     assert len(hits) == 10 and all(h.memory["kind"] == "RESPONSE" for h in hits)
+
+
+def test_the_feed_builds_a_graph_outside_the_lock_and_queries_stay_exact_until_then(
+    memory_factory,
+) -> None:
+    from streams.service.vectors import IndexPolicy
+
+    replica = Replica(MODEL, DIM, IndexPolicy(exact_max=500, hnsw_ef_search=64))
+    with replica.lock:
+        for i in range(800):
+            replica.apply("memories.v1", 0, i, memory_factory("acme", i))
+        replica.sync(build=False)
+    shard = replica.tenants["acme"]
+    assert shard.vectors.kind == "exact"
+    assert replica.recall("acme", unit(9), k=1)[0].memory["memory_id"] == "acme-m9"
+    replica.build_graphs()
+    assert shard.vectors.kind == "hnsw" and shard.vectors.ann_rows == 800
+    with replica.lock:
+        for i in range(800, 900):  # a tail, searched exactly until it is long enough
+            replica.apply("memories.v1", 0, i, memory_factory("acme", i))
+        replica.sync(build=False)
+    assert replica.recall("acme", unit(850), k=1)[0].memory["memory_id"] == "acme-m850"
+    assert replica.recall("acme", unit(9), k=1)[0].memory["memory_id"] == "acme-m9"
