@@ -348,6 +348,88 @@ def stats() -> None:
         typer.echo(f"  dead letters from {agent}: {count}")
 
 
+# -- read service -------------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    port: Annotated[
+        int | None, typer.Option("--port", help="overrides MEMSTREAM_SERVE_PORT")
+    ] = None,
+    plain_logs: Annotated[bool, typer.Option("--plain-logs", help="text logs, not JSON")] = False,
+) -> None:
+    """The read service: materialize memories.v1 and summaries.v1, serve recall over HTTP."""
+    from streams.observability import configure_logging
+    from streams.service.run import serve as run_serve
+
+    configure_logging(json_lines=not plain_logs)
+    settings = _settings()
+    if port is not None:
+        settings = settings.model_copy(update={"serve_port": port})
+    run_serve(settings)
+
+
+@app.command("rebuild-index")
+def rebuild_index() -> None:
+    """Rebuild the read service's snapshot from memories.v1 (no re-embedding)."""
+    from streams.service.run import rebuild_index as run_rebuild
+
+    settings = _settings()
+    with typer.progressbar(length=1, label="memories.v1 + summaries.v1", file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        report = run_rebuild(settings, progress)
+    typer.echo(
+        f"rebuilt {report.snapshot}: {report.memories} memories from {report.records} records "
+        f"in {report.seconds:.1f}s ({report.rate:,.0f} records/s)"
+    )
+
+
+@app.command("hash-token")
+def hash_token(
+    token: Annotated[str, typer.Argument(help="the bearer token clients will present")],
+    tenant: Annotated[str, typer.Argument(help="the tenant it maps to")],
+) -> None:
+    """Print a MEMSTREAM_API_TOKENS_FILE line that stores the token as its sha256 digest."""
+    from streams.service.auth import token_digest
+
+    typer.echo(f"sha256:{token_digest(token)}={tenant}")
+
+
+@app.command("replay")
+def replay(
+    topics: Annotated[
+        list[str] | None, typer.Option("--topic", help="input topic to reset (repeatable); "
+                                       "default: every input topic of the app")
+    ] = None,
+    from_offset: Annotated[
+        list[str] | None, typer.Option("--from-offset", help="P:O, repeatable (needs one --topic)")
+    ] = None,
+    from_timestamp: Annotated[
+        str | None, typer.Option("--from-timestamp", help="ISO 8601 time, e.g. 2026-11-25T10:00Z")
+    ] = None,
+    to_earliest: Annotated[bool, typer.Option("--to-earliest", help="from the beginning")] = False,
+    to_latest: Annotated[bool, typer.Option("--to-latest", help="skip to the end")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be reset")] = False,
+) -> None:
+    """Reset the app to reprocess from a point: offsets, local state, changelog topics."""
+    from streams.replay import ReplayRequest, plan_replay, run_replay
+
+    request = ReplayRequest.from_cli(
+        topics=topics or [], from_offsets=from_offset or [], from_timestamp=from_timestamp,
+        to_earliest=to_earliest, to_latest=to_latest,
+    )
+    settings = _settings()
+    plan = plan_replay(settings, request)
+    for line in plan.describe():
+        typer.echo(line)
+    if dry_run:
+        typer.echo("dry run: nothing changed")
+        return
+    run_replay(settings, plan, progress=_say)
+    typer.echo("reset done: the next `memstream worker` reprocesses from there")
+
+
 # -- demo ------------------------------------------------------------------------------------
 @app.command("demo")
 def demo() -> None:

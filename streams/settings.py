@@ -169,7 +169,32 @@ class Settings(BaseSettings):
 
     # --- read service ------------------------------------------------------------
     api_tokens: SecretStr | None = Field(
-        None, description="token=tenant pairs, comma-separated (or *_FILE)"
+        None,
+        description="token=tenant pairs, comma-separated or one a line (or *_FILE); a token "
+        "may be given as sha256:<hex digest> so the file holds no usable token",
+    )
+    serve_host: str = Field("127.0.0.1", description="read service bind address")
+    serve_port: int = Field(8080, ge=0, le=65535, description="read service port")
+    serve_data_dir: Path | None = Field(
+        None, description="read service snapshots; default state_dir/serve/<app_id>"
+    )
+    snapshot_every_records: int = Field(
+        50_000, ge=1, description="snapshot after this many applied records at most"
+    )
+    snapshot_every_s: float = Field(
+        60.0, gt=0, description="snapshot this often at most (when anything changed)"
+    )
+    exact_search_max: int = Field(
+        20_000, ge=1, description="a tenant's index is exact up to this many memories, HNSW above"
+    )
+    hnsw_m: int = Field(32, ge=4, description="HNSW graph degree")
+    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build beam width")
+    hnsw_ef_search: int = Field(128, ge=8, description="HNSW search beam width (recall vs time)")
+    ready_max_lag: int = Field(
+        1000, ge=0, description="/readyz fails when the replica is more records behind than this"
+    )
+    consistency_timeout_s: float = Field(
+        5.0, ge=0, description="how long recall/context wait for a consistency token"
     )
 
     @model_validator(mode="before")
@@ -195,6 +220,11 @@ class Settings(BaseSettings):
     def worker_data_dir(self) -> Path:
         """Where the worker keeps its RocksDB state stores."""
         return self.data_dir or self.state_dir / "worker" / self.app_id / self.worker_id
+
+    @property
+    def serve_snapshot_dir(self) -> Path:
+        """Where the read service keeps its snapshots."""
+        return self.serve_data_dir or self.state_dir / "serve" / self.app_id
 
     def topic(self, base: str) -> str:
         """Full topic name for a topic base name such as ``telemetry.v1``."""

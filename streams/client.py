@@ -1,0 +1,120 @@
+"""A small client for the read service (``memstream serve``), next to the producer SDK.
+
+```python
+with MemstreamProducer() as producer, MemoryClient(url, token) as client:
+    result = producer.send(TelemetryEvent(...))
+    hits = client.recall("rotate billing keys", consistency_token=result.consistency_token)
+```
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from streams.exceptions import MemstreamError, UnavailableError
+
+
+class ServiceError(MemstreamError):
+    """The read service refused a request; ``status`` and ``detail`` say why."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"read service answered {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class NotFound(ServiceError):
+    """No such memory for this tenant."""
+
+
+class NotCaughtUpError(ServiceError):
+    """The replica did not reach the consistency token in time (503): retry later."""
+
+    retriable = True
+
+
+class MemoryClient:
+    """Recall, context, get and delete against one read service, as one tenant (its token)."""
+
+    def __init__(self, url: str, token: str, *, timeout_s: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    def recall(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        min_similarity: float = 0.0,
+        session_id: str | None = None,
+        kinds: list[str] | None = None,
+        time_from: datetime | None = None,
+        time_to: datetime | None = None,
+        min_value: float | None = None,
+        consistency_token: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The hits (memory id, text, similarity, value, occurrence count, source ids)."""
+        filters = {
+            "session_id": session_id, "kinds": kinds, "min_value": min_value,
+            "time_from": time_from.isoformat() if time_from else None,
+            "time_to": time_to.isoformat() if time_to else None,
+        }
+        body = {"query": query, "k": k, "min_similarity": min_similarity,
+                "filters": {k_: v for k_, v in filters.items() if v is not None} or None,
+                "consistency_token": consistency_token}
+        return list(self._call("POST", "/v1/recall", json=body)["hits"])
+
+    def context(
+        self,
+        session_id: str,
+        query: str | None = None,
+        *,
+        token_budget: int = 512,
+        k: int = 20,
+        max_summaries: int = 3,
+        consistency_token: str | None = None,
+    ) -> dict[str, Any]:
+        """A context pack: pieces with their source ids, within the token budget."""
+        body = {"session_id": session_id, "query": query, "token_budget": token_budget, "k": k,
+                "max_summaries": max_summaries, "consistency_token": consistency_token}
+        return dict(self._call("POST", "/v1/context", json=body))
+
+    def get(self, memory_id: str) -> dict[str, Any]:
+        """One memory (raises NotFound)."""
+        return dict(self._call("GET", f"/v1/memories/{memory_id}"))
+
+    def delete(self, memory_id: str) -> dict[str, Any]:
+        """Delete through the log; the answer carries a consistency token."""
+        return dict(self._call("DELETE", f"/v1/memories/{memory_id}"))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"read service {self._http.base_url}: {exc}") from exc
+        if response.status_code < 300:
+            return response.json()
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        if response.status_code == 404:
+            raise NotFound(404, detail)
+        if response.status_code == 503:
+            raise NotCaughtUpError(503, detail)
+        raise ServiceError(response.status_code, detail)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> MemoryClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

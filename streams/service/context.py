@@ -1,0 +1,44 @@
+"""Context packs: summaries and memories, deduplicated, packed into a token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from agents.dedupe import normalize_text
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of context with the ids of the events behind it."""
+
+    kind: str  # "summary" or "memory"
+    id: str
+    text: str
+    source_ids: tuple[str, ...]
+    similarity: float | None = None
+    tokens: int = 0
+
+
+def pack(
+    candidates: Iterable[Piece], budget: int, count_tokens: Callable[[str], int]
+) -> tuple[list[Piece], int]:
+    """Keep candidates in order, skipping repeats (same id or same normalized text) and
+    any piece that no longer fits; return the pieces and the tokens they use."""
+    packed: list[Piece] = []
+    seen_ids: set[str] = set()
+    seen_texts: set[str] = set()
+    used = 0
+    for piece in candidates:
+        norm = normalize_text(piece.text)
+        if piece.id in seen_ids or not norm or norm in seen_texts:
+            continue
+        tokens = count_tokens(piece.text)
+        if used + tokens > budget:
+            continue  # a smaller piece later may still fit
+        seen_ids.add(piece.id)
+        seen_texts.add(norm)
+        packed.append(Piece(piece.kind, piece.id, piece.text, piece.source_ids,
+                            piece.similarity, tokens))
+        used += tokens
+    return packed, used

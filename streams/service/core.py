@@ -1,0 +1,215 @@
+"""The read service's parts, wired once: replica + feed + gate + model + tokens + deletes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from confluent_kafka import Producer
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from streams.codec import AvroCodec
+from streams.exceptions import DeliveryError, UnavailableError
+from streams.partitioning import partition_for_tenant
+from streams.registry import latest_schema, registry_client, subject_for
+from streams.service.auth import TokenTable
+from streams.service.consistency import ConsistencyGate
+from streams.service.feed import ReplicaFeed, feed_topics
+from streams.service.replica import MEMORIES, Replica
+from streams.service.snapshot import SnapshotStore
+from streams.service.vectors import IndexPolicy
+from streams.settings import Settings
+from streams.topics import topic_spec
+
+logger = logging.getLogger(__name__)
+
+
+class QueryEmbedder(Protocol):
+    """What the service needs of a model: vectors, and token counts for context packs."""
+
+    model_id: str
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm float32 rows."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Model tokens in ``text``."""
+        ...
+
+
+class ServiceMetrics:
+    """Request latency, index size and lag, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram(
+            "memstream_serve_request_seconds", "HTTP request latency",
+            ["route", "method", "status"],
+            buckets=(0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.index_size = Gauge(
+            "memstream_serve_index_memories", "Live memories in the replica by index kind",
+            ["kind"], registry=r,
+        )
+        self.lag = Gauge("memstream_serve_lag_records",
+                         "Records between the replica and the end of its topics", registry=r)
+        self.skipped = Gauge("memstream_serve_skipped_records",
+                             "Records not indexed, by reason", ["reason"], registry=r)
+
+
+def index_policy(settings: Settings) -> IndexPolicy:
+    """The index policy the settings give."""
+    return IndexPolicy(
+        exact_max=settings.exact_search_max, hnsw_m=settings.hnsw_m,
+        hnsw_ef_construction=settings.hnsw_ef_construction, hnsw_ef_search=settings.hnsw_ef_search,
+    )
+
+
+def load_replica(settings: Settings, model_id: str, dimension: int) -> Replica:
+    """The latest snapshot, or an empty replica to build from the log."""
+    policy = index_policy(settings)
+    snapshots = SnapshotStore(settings.serve_snapshot_dir)
+    replica = snapshots.load(model_id, dimension, feed_topics(settings), policy)
+    return replica or Replica(model_id, dimension, policy)
+
+
+@dataclass
+class ReadService:
+    """Everything an HTTP handler uses."""
+
+    settings: Settings
+    replica: Replica
+    feed: ReplicaFeed
+    gate: ConsistencyGate
+    embedder: QueryEmbedder
+    tokens: TokenTable
+    metrics: ServiceMetrics
+    tombstones: TombstoneWriter
+
+    @classmethod
+    def build(cls, settings: Settings, embedder: QueryEmbedder) -> ReadService:
+        """Load the snapshot (if any) and wire the parts; ``start`` starts the feed."""
+        tokens = TokenTable.parse(
+            settings.api_tokens.get_secret_value() if settings.api_tokens else None
+        )
+        if not len(tokens):
+            logger.warning("no API tokens configured: every /v1 request will get 401")
+        replica = load_replica(settings, embedder.model_id, embedder.dimension)
+        feed = ReplicaFeed(settings, replica, SnapshotStore(settings.serve_snapshot_dir))
+        return cls(settings, replica, feed, ConsistencyGate(settings, feed), _Locked(embedder),
+                   tokens, ServiceMetrics(), TombstoneWriter(settings))
+
+    def start(self) -> None:
+        """Start catching up."""
+        self.feed.start()
+
+    def close(self) -> None:
+        """Stop the feed (with a last snapshot) and release the clients."""
+        self.feed.stop(snapshot=True)
+        self.gate.close()
+        self.tombstones.close()
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """The query's vector, from the replica's own model."""
+        if self.embedder.model_id != self.replica.model_id:
+            raise RuntimeError("query model differs from the index model")  # never by construction
+        return self.embedder.embed([text])[0]
+
+    def refresh_gauges(self) -> None:
+        """Set the gauges (at scrape time)."""
+        for kind in ("exact", "hnsw"):
+            self.metrics.index_size.labels(kind).set(0)
+        for kind, count in self.replica.size().items():
+            if kind != "summaries":
+                self.metrics.index_size.labels(kind).set(count)
+        self.metrics.lag.set(self.feed.lag())
+        for reason, count in self.replica.skipped.items():
+            self.metrics.skipped.labels(reason).set(count)
+
+
+class _Locked:
+    """One embedding or token count at a time: HF fast tokenizers are not thread-safe."""
+
+    def __init__(self, inner: QueryEmbedder) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self._embed_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        with self._embed_lock:
+            return self.inner.embed(texts)
+
+    def count_tokens(self, text: str) -> int:
+        with self._count_lock:
+            return self.inner.count_tokens(text)
+
+
+class TombstoneWriter:
+    """Deletes go through the log: a memory record with ``deleted=true`` on memories.v1."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._codec = AvroCodec(registry_client(settings))
+        self._spec = topic_spec(MEMORIES)
+        self._producer = Producer({
+            **settings.kafka_client_config(), "enable.idempotence": True, "acks": "all",
+            "linger.ms": 0, "log_level": 3,
+        })
+        self._partitions: int | None = None
+
+    def delete(self, tenant: str, memory: dict[str, Any]) -> str:
+        """Produce the tombstone of ``memory``; return its consistency token."""
+        record = {
+            "tenant": tenant, "memory_id": memory["memory_id"],
+            "event_id": f"delete-{uuid.uuid4()}", "event_time": int(time.time() * 1000),
+            "session_id": memory["session_id"], "kind": memory["kind"],
+            # The content goes: text, hash and vector are blanked in the tombstone, and
+            # compaction drops the older records that held them.
+            "text": "", "content_hash": "", "embedding": b"", "model_id": memory["model_id"],
+            "dimension": 0, "value": None, "confidence": 0.0,
+            "occurrence_count": memory["occurrence_count"],
+            "source_event_ids": list(memory["source_event_ids"]), "merges": [],
+            "deleted": True, "scorer_version": None,
+        }
+        topic = self.settings.topic(MEMORIES)
+        value = self._codec.encode(subject_for(self.settings, self._spec),
+                                   latest_schema(self._spec.schema), record)
+        result: dict[str, Any] = {}
+
+        def delivered(err: Any, msg: Any) -> None:
+            result["err"], result["msg"] = err, msg
+
+        self._producer.produce(
+            topic, key=f"{tenant}:{memory['memory_id']}".encode(), value=value,
+            partition=partition_for_tenant(tenant, self._partition_count(topic)),
+            on_delivery=delivered,
+        )
+        self._producer.flush(self.settings.request_timeout_s)
+        if "msg" not in result:
+            raise UnavailableError(f"{topic}: no delivery report for the tombstone")
+        if result["err"] is not None:
+            raise DeliveryError(f"{topic}: tombstone not delivered: {result['err'].str()}")
+        msg = result["msg"]
+        return f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
+
+    def _partition_count(self, topic: str) -> int:
+        if self._partitions is None:
+            meta = self._producer.list_topics(topic, timeout=self.settings.request_timeout_s)
+            self._partitions = len(meta.topics[topic].partitions)
+        return self._partitions
+
+    def close(self) -> None:
+        """Deliver anything pending."""
+        self._producer.flush(self.settings.request_timeout_s)

@@ -1,0 +1,268 @@
+"""The replica's feed: read memories.v1 and summaries.v1 (read_committed) into the replica.
+
+It uses no consumer group: partitions are assigned at the replica's own offsets (from its
+snapshot, or the beginning), so every service instance is an independent replica and
+nothing it does moves another consumer. Snapshots are taken in this thread, between
+batches, every ``snapshot_every_records`` records or ``snapshot_every_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import fastavro
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from streams.codec import AvroCodec, CodecError
+from streams.exceptions import UnavailableError
+from streams.registry import latest_schema, registry_client
+from streams.service.replica import MEMORIES, SUMMARIES, Replica
+from streams.service.snapshot import SnapshotStore
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+BASES = (MEMORIES, SUMMARIES)
+_SCHEMAS = {MEMORIES: "memory", SUMMARIES: "summary"}
+
+
+def feed_topics(settings: Settings) -> dict[str, str]:
+    """Base name -> full topic name of what the replica consumes."""
+    return {base: settings.topic(base) for base in BASES}
+
+
+class RecordDecoder:
+    """Confluent-framed Avro to dicts, fast: timestamps stay epoch milliseconds (the replica
+    wants them so, and skipping the datetime round trip is measurably faster), and a record
+    written with the latest schema is read without schema resolution."""
+
+    def __init__(self, codec: AvroCodec) -> None:
+        self._registry = codec.registry
+        self._readers = {base: _without_logical_types(latest_schema(_SCHEMAS[base]))
+                         for base in BASES}
+        self._parsed_readers = {b: fastavro.parse_schema(s) for b, s in self._readers.items()}
+        self._writers: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._resolve: dict[tuple[str, int], Any] = {}  # (base, schema id) -> reader or None
+
+    def decode(self, base: str, raw: bytes) -> dict[str, Any]:
+        """The record in ``raw``, resolved to ``base``'s latest schema."""
+        if len(raw) < 5 or raw[0] != 0:
+            raise CodecError(f"{len(raw)} bytes: not Confluent-framed Avro")
+        schema_id = int.from_bytes(raw[1:5], "big")
+        entry = self._writers.get(schema_id) or self._load(schema_id)
+        slot = (base, schema_id)
+        if slot not in self._resolve:
+            same = entry[1] == self._readers[base]
+            self._resolve[slot] = None if same else self._parsed_readers[base]
+        buf = io.BytesIO(raw)
+        buf.seek(5)
+        try:
+            return fastavro.schemaless_reader(buf, entry[0], self._resolve[slot])
+        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+            raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
+
+    def _load(self, schema_id: int) -> tuple[Any, dict[str, Any]]:
+        try:
+            text = self._registry.get_schema(schema_id).schema_str
+        except SchemaRegistryError as exc:
+            raise CodecError(f"schema id {schema_id} is unknown to the registry: {exc}") from exc
+        except Exception as exc:  # connection errors
+            raise UnavailableError(f"schema registry unreachable: {exc}") from exc
+        plain = _without_logical_types(json.loads(text))
+        entry = self._writers[schema_id] = (fastavro.parse_schema(plain), plain)
+        return entry
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """The schema with every ``logicalType`` removed (same binary encoding)."""
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(v) for v in schema]
+    return schema
+
+
+class ReplicaFeed:
+    """A thread applying committed records to a replica, tracking its lag."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        replica: Replica,
+        snapshots: SnapshotStore | None = None,
+        on_batch: Callable[[ReplicaFeed], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.replica = replica
+        self.snapshots = snapshots
+        self.on_batch = on_batch
+        self.topics = feed_topics(settings)
+        self._base_of = {full: base for base, full in self.topics.items()}
+        self._decoder = RecordDecoder(AvroCodec(registry_client(settings)))
+        self.high: dict[tuple[str, int], int] = {}
+        self.caught_up = threading.Event()
+        self.failed: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._since_snapshot = 0
+        self._last_snapshot = time.monotonic()
+        self._consumer: Consumer | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Run in a daemon thread."""
+        self._thread = threading.Thread(target=self._run_logged, name="replica-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self, snapshot: bool = True) -> None:
+        """Stop after the current batch; write a last snapshot when asked."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+        if snapshot and self.snapshots is not None and self._since_snapshot:
+            self.snapshot()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run_logged(self) -> None:
+        try:
+            self.run()
+        except Exception as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            logger.exception("replica feed stopped")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, until_end: bool = False) -> None:
+        """Apply records until stopped (or, with ``until_end``, until the ends seen at start)."""
+        consumer = self._consumer = Consumer(self._config())
+        try:
+            assignment = self._assign(consumer)
+            self._refresh_high(consumer, assignment)
+            last_high = time.monotonic()
+            while not self._stop.is_set():
+                msgs = consumer.consume(num_messages=2000, timeout=0.2)
+                if msgs:
+                    self._apply(consumer, msgs)
+                self._advance_positions(consumer, assignment)
+                if not until_end and time.monotonic() - last_high > 0.5:
+                    self._refresh_high(consumer, assignment)
+                    last_high = time.monotonic()
+                if self.lag() == 0:
+                    self.caught_up.set()
+                    if until_end:
+                        break
+                if self.on_batch is not None:
+                    self.on_batch(self)
+                self._maybe_snapshot()
+        finally:
+            consumer.close()
+            self._consumer = None
+
+    def _config(self) -> dict[str, object]:
+        return {
+            **self.settings.kafka_client_config(),
+            "group.id": f"memstream-serve-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,
+            "log_level": 3,
+        }
+
+    def _assign(self, consumer: Consumer) -> list[TopicPartition]:
+        assignment: list[TopicPartition] = []
+        for base, full in self.topics.items():
+            meta = consumer.list_topics(full, timeout=self.settings.request_timeout_s)
+            topic = meta.topics.get(full)
+            if topic is None or topic.error is not None:
+                raise UnavailableError(f"topic {full} is missing (run `memstream topics create`)")
+            for p in sorted(topic.partitions):
+                start = self.replica.offsets[base].get(p)
+                assignment.append(TopicPartition(full, p, OFFSET_BEGINNING if not start else start))
+        consumer.assign(assignment)
+        logger.info("replica feed assigned %s", ", ".join(
+            f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in assignment))
+        return [TopicPartition(tp.topic, tp.partition) for tp in assignment]
+
+    def _apply(self, consumer: Consumer, msgs: list) -> None:  # type: ignore[type-arg]
+        replica = self.replica
+        with replica.lock:
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise KafkaException(err)
+                    continue
+                base = self._base_of[msg.topic()]
+                raw = msg.value()
+                try:
+                    value = None if raw is None else self._decoder.decode(base, raw)
+                except UnavailableError as exc:
+                    # Registry down: apply nothing more of this partition now; retry later.
+                    logger.warning("replica feed waits for the registry: %s", exc)
+                    consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+                    time.sleep(1.0)
+                    break
+                except CodecError as exc:
+                    replica.skipped["undecodable"] += 1
+                    logger.warning("skipping %s[%d]@%d: %s", msg.topic(), msg.partition(),
+                                   msg.offset(), exc)
+                    value = None
+                replica.apply(base, msg.partition(), msg.offset(), value)
+            replica.sync(build=False)
+        replica.build_graphs()
+        self._since_snapshot += len(msgs)
+
+    def _advance_positions(self, consumer: Consumer, assignment: list[TopicPartition]) -> None:
+        # The position moves past transaction markers and aborted records, which carry no
+        # data: the replica has applied everything below it.
+        with self.replica.lock:
+            for tp in consumer.position(assignment):
+                if tp.offset >= 0:
+                    offsets = self.replica.offsets[self._base_of[tp.topic]]
+                    offsets[tp.partition] = max(offsets.get(tp.partition, 0), tp.offset)
+
+    def _refresh_high(self, consumer: Consumer, assignment: list[TopicPartition]) -> None:
+        for tp in assignment:
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+            except KafkaException as exc:
+                logger.warning("watermarks of %s[%d]: %s", tp.topic, tp.partition, exc)
+                continue
+            self.high[(self._base_of[tp.topic], tp.partition)] = high
+
+    def lag(self) -> int:
+        """Records (and markers) between what was applied and the end of each partition."""
+        return sum(
+            max(0, high - self.replica.position(base, p)) for (base, p), high in self.high.items()
+        )
+
+    def _maybe_snapshot(self) -> None:
+        if self.snapshots is None or not self._since_snapshot:
+            return
+        due = (
+            self._since_snapshot >= self.settings.snapshot_every_records
+            or time.monotonic() - self._last_snapshot >= self.settings.snapshot_every_s
+        )
+        if due:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Write a snapshot now."""
+        assert self.snapshots is not None
+        with self.replica.lock:
+            self.snapshots.save(self.replica, self.topics)
+        self._since_snapshot = 0
+        self._last_snapshot = time.monotonic()

@@ -1,0 +1,175 @@
+"""One tenant's materialized memories: metadata, filter columns and vectors, row-aligned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streams.service.vectors import IndexPolicy, TenantVectors
+
+
+@dataclass(frozen=True)
+class RecallFilters:
+    """Optional restrictions of a recall; ``None`` means no restriction."""
+
+    session_id: str | None = None
+    kinds: tuple[str, ...] | None = None
+    time_from_ms: int | None = None
+    time_to_ms: int | None = None
+    min_value: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is restricted."""
+        return self == RecallFilters()
+
+
+class TenantMemories:
+    """A tenant's live memories by id, with the columns recall filters on."""
+
+    def __init__(self, tenant: str, dimension: int, policy: IndexPolicy) -> None:
+        self.tenant = tenant
+        self.vectors = TenantVectors(dimension, policy)
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.row_of: dict[str, int] = {}
+        self.id_of_row: list[str] = []
+        self.codes: dict[str, int] = {}
+        self.session_col = np.zeros(0, dtype=np.int32)
+        self.kind_col = np.zeros(0, dtype=np.int32)
+        self.time_col = np.zeros(0, dtype=np.int64)
+        self.value_col = np.zeros(0, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def upsert(self, record: dict[str, Any], vector: np.ndarray) -> None:
+        """Insert or update a memory; its vector keeps its row unless the vector changed.
+
+        ``record`` is kept as the memory's metadata (the caller hands it over, without
+        its embedding)."""
+        memory_id = record["memory_id"]
+        row = self.row_of.get(memory_id)
+        if row is not None and not _same_direction(self.vectors.matrix[row], vector):
+            self.vectors.kill(row)
+            row = None
+        if row is None:
+            row = self.vectors.append(vector)
+            self.row_of[memory_id] = row
+            self.id_of_row.append(memory_id)
+            self._grow(self.vectors.rows)
+        self.meta[memory_id] = record
+        self.session_col[row] = self._code(record["session_id"])
+        self.kind_col[row] = self._code(record["kind"])
+        self.time_col[row] = int(record["event_time"])
+        value = record.get("value")
+        self.value_col[row] = np.nan if value is None else float(value)
+
+    def remove(self, memory_id: str) -> bool:
+        """Forget a memory (its row stays, dead); return whether it was live."""
+        row = self.row_of.pop(memory_id, None)
+        if row is None:
+            return False
+        self.vectors.kill(row)
+        del self.meta[memory_id]
+        return True
+
+    def search(
+        self, query: np.ndarray, k: int, filters: RecallFilters
+    ) -> list[tuple[str, float]]:
+        """Return up to ``k`` (memory id, cosine) pairs, best first; ties by id."""
+        allowed = None if filters.empty else self._mask(filters)
+        if allowed is not None and not allowed.any():
+            return []
+        hits = self.vectors.search(query, k, allowed)
+        # Equal scores order by id, so a restart and a rebuild agree on the order.
+        return sorted(
+            ((self.id_of_row[row], score) for row, score in hits), key=lambda h: (-h[1], h[0])
+        )
+
+    def _mask(self, f: RecallFilters) -> np.ndarray:
+        n = self.vectors.rows
+        mask = np.ones(n, dtype=bool)
+        if f.session_id is not None:
+            code = self.codes.get(f.session_id)
+            if code is None:
+                return np.zeros(n, dtype=bool)
+            mask &= self.session_col[:n] == code
+        if f.kinds is not None:
+            codes = [self.codes[k] for k in f.kinds if k in self.codes]
+            mask &= np.isin(self.kind_col[:n], np.asarray(codes, dtype=np.int32))
+        if f.time_from_ms is not None:
+            mask &= self.time_col[:n] >= f.time_from_ms
+        if f.time_to_ms is not None:
+            mask &= self.time_col[:n] <= f.time_to_ms
+        if f.min_value is not None:
+            # Unknown value (NaN) never passes a minimum.
+            mask &= np.nan_to_num(self.value_col[:n], nan=-np.inf) >= f.min_value
+        return mask
+
+    def session_memories(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's memories, newest first."""
+        found = [m for m in self.meta.values() if m["session_id"] == session_id]
+        return sorted(found, key=lambda m: (-int(m["event_time"]), m["memory_id"]))
+
+    def _code(self, value: str) -> int:
+        code = self.codes.get(value)
+        if code is None:
+            code = self.codes[value] = len(self.codes)
+        return code
+
+    def _grow(self, rows: int) -> None:
+        if rows <= self.session_col.shape[0]:
+            return
+        capacity = max(rows, 2 * self.session_col.shape[0], 1024)
+        self.session_col = _resized(self.session_col, capacity)
+        self.kind_col = _resized(self.kind_col, capacity)
+        self.time_col = _resized(self.time_col, capacity)
+        self.value_col = _resized(self.value_col, capacity)
+
+    # -- snapshot form ------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The row-aligned arrays, trimmed to the rows in use."""
+        n = self.vectors.rows
+        return {
+            "matrix": self.vectors.matrix[:n],
+            "alive": self.vectors.alive[:n],
+            "session": self.session_col[:n],
+            "kind": self.kind_col[:n],
+            "time": self.time_col[:n],
+            "value": self.value_col[:n],
+        }
+
+    def restore(self, arrays: dict[str, np.ndarray], id_of_row: list[str],
+                codes: dict[str, int], meta: dict[str, dict[str, Any]]) -> None:
+        """Load the state ``arrays``/``id_of_row``/``codes``/``meta`` describe (a snapshot)."""
+        v = self.vectors
+        v.matrix = np.ascontiguousarray(arrays["matrix"], dtype=np.float32)
+        v.alive = np.array(arrays["alive"], dtype=bool)
+        v.rows = v.matrix.shape[0]
+        # Saved rows are unit-norm already; normalizing again would move them by an ulp
+        # and a restarted replica would no longer score exactly like the one it restarts.
+        v.mark_normalized()
+        self.session_col = np.array(arrays["session"], dtype=np.int32)
+        self.kind_col = np.array(arrays["kind"], dtype=np.int32)
+        self.time_col = np.array(arrays["time"], dtype=np.int64)
+        self.value_col = np.array(arrays["value"], dtype=np.float64)
+        self.id_of_row = list(id_of_row)
+        self.codes = dict(codes)
+        self.meta = meta
+        self.row_of = {}
+        for row in np.flatnonzero(v.alive):
+            self.row_of[self.id_of_row[row]] = int(row)
+
+
+def _resized(array: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.zeros(capacity, dtype=array.dtype)
+    grown[: array.shape[0]] = array
+    return grown
+
+
+def _same_direction(row: np.ndarray, vector: np.ndarray) -> bool:
+    v = np.asarray(vector, dtype=np.float32)
+    norm, row_norm = float(np.linalg.norm(v)), float(np.linalg.norm(row))
+    return norm > 0 and row_norm > 0 and bool(np.allclose(row / row_norm, v / norm, atol=1e-6))

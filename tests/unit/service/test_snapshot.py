@@ -1,0 +1,60 @@
+"""Snapshots: a loaded snapshot answers as the replica it was taken from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from streams.service.snapshot import SnapshotStore
+from streams.service.vectors import IndexPolicy
+from tests.unit.service.conftest import DIM, MODEL
+
+TOPICS = {"memories.v1": "memories.v1", "summaries.v1": "summaries.v1"}
+
+
+def answers(replica, tenant: str) -> list[list[tuple[str, float]]]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(3)
+    out = []
+    for _ in range(20):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        out.append([(h.memory["memory_id"], round(h.similarity, 5))
+                    for h in replica.recall(tenant, q, k=10)])
+    return out
+
+
+def test_loaded_snapshot_gives_the_same_answers_and_offsets(
+    replica_factory, tmp_path: Path
+) -> None:
+    for exact_max in (10_000, 100):  # exact and HNSW
+        replica = replica_factory(300, exact_max=exact_max)
+        store = SnapshotStore(tmp_path / str(exact_max))
+        store.save(replica, TOPICS)
+        loaded = store.load(MODEL, DIM, TOPICS, IndexPolicy(exact_max=exact_max, hnsw_ef_search=64))
+        assert loaded is not None
+        assert loaded.offsets == replica.offsets
+        assert loaded.tenants["acme"].vectors.kind == replica.tenants["acme"].vectors.kind
+        for tenant in ("acme", "globex"):
+            assert answers(loaded, tenant) == answers(replica, tenant)
+
+
+def test_snapshot_for_another_model_or_topics_is_not_loaded(
+    replica_factory, tmp_path: Path
+) -> None:
+    replica = replica_factory(10)
+    store = SnapshotStore(tmp_path)
+    store.save(replica, TOPICS)
+    assert store.load("other/model", DIM, TOPICS, IndexPolicy()) is None
+    assert store.load(MODEL, DIM, {"memories.v1": "x.memories.v1"}, IndexPolicy()) is None
+
+
+def test_a_half_written_snapshot_is_ignored(replica_factory, tmp_path: Path) -> None:
+    replica = replica_factory(10)
+    store = SnapshotStore(tmp_path)
+    first = store.save(replica, TOPICS)
+    (tmp_path / ".tmp-crashed").mkdir()
+    (tmp_path / "000000000099").mkdir()  # renamed dir without CURRENT pointing at it
+    assert store.current() == first
+    assert json.loads((tmp_path / "CURRENT").read_text())["snapshot"] == first.name
+    assert store.load(MODEL, DIM, TOPICS, IndexPolicy()) is not None
