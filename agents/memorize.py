@@ -33,7 +33,10 @@ class MemorizeAgent:
     """Turns scored events into memories, merging exact and near duplicates."""
 
     name = "memorize"
-    inputs = ("scored.v1",)
+    # memories.v1 too: a deletion (a deleted=true record the read service wrote) must reach
+    # the stores, or a repeat of the content would bring the memory back. Its own records
+    # come back through it as well, and are ignored.
+    inputs = ("scored.v1", "memories.v1")
     stores = ("content", "memories")
 
     def __init__(
@@ -71,7 +74,12 @@ class MemorizeAgent:
         )
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
-        """Dedupe exactly, embed what is new (one batch), then merge or create in order."""
+        """Apply deletions, dedupe exactly, embed what is new (one batch), then merge or
+        create in order."""
+        for record in records:
+            if record.topic == "memories.v1" and record.value["deleted"]:
+                self._delete(record, ctx)
+        records = [r for r in records if r.topic == "scored.v1"]
         valid = [r for r in records if self._acceptable(r, ctx)]
         vectors = self._embed_unseen(valid, ctx)
         for record in valid:
@@ -79,6 +87,26 @@ class MemorizeAgent:
         fault_point("memorize-embedded", prepare=ctx.flush)
 
     # -- steps -------------------------------------------------------------------------------
+    def _delete(self, record: InputRecord, ctx: BatchContext) -> None:
+        """Mark the memory deleted for good: its text and vector go, its count stays, and
+        later repeats of its content are counted into it without bringing it back. A
+        deletion that arrives before the memory exists (a replay) leaves a deleted marker
+        that the memory is created into."""
+        v = record.value
+        tenant, mid = v["tenant"], v["memory_id"]
+        memories = ctx.store("memories", record.partition)
+        key = f"{tenant}{SEP}{mid}"
+        memory = memories.get(key)
+        if memory is not None and memory["deleted"]:
+            return
+        if memory is None:
+            memory = {**v, "event_time": to_millis(v["event_time"]), "occurrence_count": 0,
+                      "source_event_ids": [], "merges": []}
+        memory.update(text="", content_hash="", embedding=b"", dimension=0, deleted=True)
+        self.indexes.remove(tenant, mid)
+        self._save(memory, memories, ctx)
+        logger.info("memory %s of tenant %s deleted", mid, tenant)
+
     def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:
         text = record.value["text"]
         tenant = record.value["tenant"]
@@ -148,8 +176,15 @@ class MemorizeAgent:
             self._merge(memory, v, similarity=similarity, match="near")
             self.metrics.duplicates.labels("near").inc()
         else:
-            memory = self._new_memory(v, vector)
-            self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
+            memory = memories.get(f"{tenant}{SEP}{memory_id(tenant, v['text'])}")
+            if memory is not None and memory["deleted"]:
+                # Deleted before its first occurrence was (re)processed: stays deleted.
+                memory["occurrence_count"] += 1
+                memory["source_event_ids"] = memory["source_event_ids"] + [v["event_id"]]
+                self._update_value(memory, v)
+            else:
+                memory = self._new_memory(v, vector)
+                self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
         content.put(content_key, {"memory_id": memory["memory_id"], "similarity": similarity})
         self._save(memory, memories, ctx)
 

@@ -342,6 +342,7 @@ def stats() -> None:
         typer.echo(f"{topic:<16} {count:>9} {'' if lag is None else lag:>12}")
     typer.echo(
         f"\ningested {result.ingested} = memories {result.memories} + merged {result.merged}"
+        f" + in deleted memories {result.deleted_events}"
         f" + dead-lettered {result.dead_lettered} + in flight {result.in_flight}"
     )
     for agent, count in sorted(result.dead_letters.items()):

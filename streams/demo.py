@@ -198,5 +198,6 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
 
     stats = pipeline_stats(settings)
     say("\n6. accounting across every tenant (`memstream stats`): ingested "
-        f"{stats.ingested} = memories {stats.memories} + merged {stats.merged} + "
-        f"dead-lettered {stats.dead_lettered} + in flight {stats.in_flight}")
+        f"{stats.ingested} = memories {stats.memories} + merged {stats.merged} + in deleted "
+        f"memories {stats.deleted_events} + dead-lettered {stats.dead_lettered} + in flight "
+        f"{stats.in_flight}")

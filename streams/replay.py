@@ -29,8 +29,11 @@ from streams.admin import admin_client
 from streams.exceptions import MemstreamError
 from streams.settings import Settings
 
-SOURCE_TOPICS = ("telemetry.v1", "feedback.v1", "transcripts.v1")
-INTERMEDIATE_TOPICS = ("scored.v1",)
+SOURCE_TOPICS = ("voice.v1", "telemetry.v1", "feedback.v1")
+INTERMEDIATE_TOPICS = ("transcripts.v1", "scored.v1")
+# Read from the beginning on every replay: memorize learns the deletions the read service
+# wrote there, so a replayed memory that was deleted stays deleted.
+DELETION_TOPICS = ("memories.v1",)
 
 
 class ReplayRefused(MemstreamError):
@@ -144,7 +147,8 @@ def plan_replay(settings: Settings, request: ReplayRequest) -> ReplayPlan:
     try:
         resets: list[OffsetReset] = []
         chosen = request.topics or SOURCE_TOPICS
-        for base in chosen + tuple(t for t in INTERMEDIATE_TOPICS if t not in chosen):
+        others = tuple(t for t in INTERMEDIATE_TOPICS + DELETION_TOPICS if t not in chosen)
+        for base in chosen + others:
             topic = settings.topic(base)
             meta = consumer.list_topics(topic, timeout=settings.request_timeout_s).topics.get(topic)
             if meta is None or meta.error is not None:
@@ -171,6 +175,8 @@ def plan_replay(settings: Settings, request: ReplayRequest) -> ReplayPlan:
 def _targets(consumer: Consumer, settings: Settings, topic: str, parts: list[int],
              marks: dict[int, tuple[int, int]], request: ReplayRequest,
              *, intermediate: bool) -> dict[int, tuple[int, str]]:
+    if topic == settings.topic(DELETION_TOPICS[0]):
+        return {p: (marks[p][0], "deletions: from the beginning") for p in parts}
     if intermediate:
         return {p: (marks[p][1], "intermediate topic: to its end") for p in parts}
     if request.to_latest:

@@ -23,6 +23,8 @@ class PipelineStats:
     lag: dict[str, int] = field(default_factory=dict)
     memories: int = 0
     memorized_events: int = 0
+    deleted_memories: int = 0
+    deleted_events: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -43,7 +45,7 @@ class PipelineStats:
     @property
     def in_flight(self) -> int:
         """Ingested events not yet accounted for downstream."""
-        return self.ingested - self.memorized_events - self.dead_lettered
+        return self.ingested - self.memorized_events - self.deleted_events - self.dead_lettered
 
 
 def _consumer(settings: Settings) -> Consumer:
@@ -128,6 +130,9 @@ def pipeline_stats(settings: Settings) -> PipelineStats:
     live = [m for m in latest.values() if not m["deleted"]]
     stats.memories = len(live)
     stats.memorized_events = sum(int(m["occurrence_count"]) for m in live)  # type: ignore[call-overload]
+    gone = [m for m in latest.values() if m["deleted"]]
+    stats.deleted_memories = len(gone)
+    stats.deleted_events = sum(int(m["occurrence_count"]) for m in gone)  # type: ignore[call-overload]
     letter_schema = latest_schema("deadletter")
     for raw in _scan(settings, settings.topic("deadletter.v1")):
         if raw is not None:

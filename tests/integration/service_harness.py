@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streams.settings import Settings
-from tests.integration.harness import REPO
+from tests.integration.harness import REPO, raw_log
 
 TOKENS = {"tok-acme": "acme", "tok-globex": "globex"}
 
@@ -49,8 +48,10 @@ def service_env(settings: Settings, data_dir: Path, port: int, tokens_file: Path
 class Service:
     """One ``memstream serve`` process."""
 
-    def __init__(self, settings: Settings, tmp: Path, data_dir: Path | None = None) -> None:
+    def __init__(self, settings: Settings, tmp: Path, data_dir: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.extra_env = env or {}  # e.g. MEMSTREAM_EMBEDDING_MODEL
         self.tmp = tmp
         self.data_dir = data_dir or tmp / f"serve-{uuid.uuid4().hex[:6]}"
         self.port = free_port()
@@ -65,6 +66,7 @@ class Service:
 
     def start(self, wait: bool = True) -> Service:
         env = service_env(self.settings, self.data_dir, self.port, self.tokens_file)
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "serve", "--plain-logs"], env=env,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO)
@@ -109,24 +111,8 @@ class Service:
         return self.proc.wait(60)
 
 
-def raw_memories(settings: Settings) -> list[tuple[int, int, bytes, bytes]]:
-    """Every committed memories.v1 record as (partition, offset, key, raw value)."""
-    topic = settings.topic("memories.v1")
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"raw-{uuid.uuid4()}",
-                         "enable.partition.eof": True, "isolation.level": "read_committed",
-                         "enable.auto.commit": False, "log_level": 3})
-    try:
-        parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        pending, out = set(parts), []
-        deadline = time.monotonic() + 60
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=0.5):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
-                    continue
-                out.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
-        return out
-    finally:
-        consumer.close()
+def raw_memories(settings: Settings) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """Every committed memories.v1 record as (partition, offset, key, raw value), in
+    partition then offset order."""
+    return raw_log(settings, "memories.v1")
+

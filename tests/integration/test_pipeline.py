@@ -178,7 +178,8 @@ def test_pipeline_dedupes_scores_and_dead_letters(stack_settings: Settings, tmp_
         [sys.executable, "-m", "streams", "stats"], env=memstream_env(settings),
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
-    assert "ingested 7 = memories 3 + merged 2 + dead-lettered 2 + in flight 0" in stats, stats
+    assert ("ingested 7 = memories 3 + merged 2 + in deleted memories 0 + dead-lettered 2"
+            " + in flight 0") in stats, stats
 
     records = {(r["event_id"], r["revision"]): r for r in scored(settings)}
     first = records[("e4", 0)]

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from batch_ctx import BatchCtxFactory, RecordingBatchContext, scored
+from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, scored
 
 from agents.deadletter import DeadLetterReason
 from agents.dedupe import content_hash, memory_id
 from agents.memorize import MemorizeAgent
 from agents.models.embedder import SentenceTransformerEmbedder, vector_from_bytes, vector_to_bytes
 from agents.score import SEP
+from streams.processing.runtime import InputRecord
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 RESTART = "Restart the ingest worker after changing the topic prefix."
@@ -359,3 +360,59 @@ def test_empty_and_oversize_text_are_dead_lettered(
     ]
     assert [m["event_id"] for m in ctx.sent_to("memories.v1")] == ["e-3"]
     assert texts_embedded(agent) == 1
+
+
+# -- deletions (the read service writes deleted=true records to memories.v1) -----------------
+def _deletion(memory: dict[str, Any]) -> InputRecord:
+    record = {**memory, "text": "", "content_hash": "", "embedding": b"", "dimension": 0,
+              "deleted": True, "event_id": "delete-1", "merges": []}
+    return decoded("memories.v1", record)
+
+
+def test_a_deletion_sticks_when_its_content_comes_again(
+    agent: MemorizeAgent, ctx: RecordingBatchContext
+) -> None:
+    agent.process([scored(PASSWORD, event_id="e-1", value=0.5, confidence=0.65)], ctx)
+    ctx.commit()
+    mid = memory_id("acme", PASSWORD)
+    agent.process([_deletion(ctx.sent_to("memories.v1")[-1])], ctx)
+    ctx.commit()
+    gone = stored_memory(ctx, mid)
+    assert gone["deleted"] and gone["text"] == "" and gone["embedding"] == b""
+    assert ctx.sent_to("memories.v1")[-1]["deleted"], "the deletion is re-asserted on the log"
+    agent.on_assigned(ALL, ctx.committed())
+    assert agent.indexes.nearest("acme", agent.embedder.embed([PASSWORD])[0], k=1) == []
+
+    sent_before = len(ctx.sent_to("memories.v1"))
+    agent.process([scored(PASSWORD, event_id="e-2", value=0.5, confidence=0.65),
+                   scored(PASSWORD_PARAPHRASE, event_id="e-3", value=0.5, confidence=0.65)], ctx)
+    ctx.commit()
+    again = stored_memory(ctx, mid)
+    assert again["deleted"] and again["occurrence_count"] == 2 and again["text"] == ""
+    after = ctx.sent_to("memories.v1")[sent_before:]
+    assert {m["memory_id"] for m in after if not m["deleted"]} == {
+        memory_id("acme", PASSWORD_PARAPHRASE)}, "the deleted memory is not resurrected"
+
+    before = len(ctx.sent)
+    agent.process([_deletion(again)], ctx)  # its own re-assertion, read back: nothing to do
+    assert len(ctx.sent) == before
+
+
+def test_a_deletion_read_before_the_memory_is_replayed_still_holds(
+    agent: MemorizeAgent, ctx: RecordingBatchContext
+) -> None:
+    """A replay re-reads memories.v1 from the start: the deletion may come first."""
+    tombstone = {
+        "tenant": "acme", "memory_id": memory_id("acme", PASSWORD), "event_id": "delete-1",
+        "event_time": 1_700_000_000_000, "session_id": "s-1", "kind": "QUERY", "text": "",
+        "content_hash": "", "embedding": b"", "model_id": MODEL, "dimension": 0, "value": None,
+        "confidence": 0.0, "occurrence_count": 1, "source_event_ids": ["e-1"], "merges": [],
+        "deleted": True, "scorer_version": None,
+    }
+    agent.process([decoded("memories.v1", tombstone)], ctx)
+    agent.process([scored(PASSWORD, event_id="e-1", value=0.5, confidence=0.65)], ctx)
+    ctx.commit()
+    memory = stored_memory(ctx, memory_id("acme", PASSWORD))
+    assert memory["deleted"] and memory["occurrence_count"] == 1
+    assert memory["source_event_ids"] == ["e-1"] and memory["text"] == ""
+    assert all(m["deleted"] for m in ctx.sent_to("memories.v1"))
