@@ -4,6 +4,12 @@ memories and the session summary read back."""
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -12,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from streams.client import MemoryClient
 from streams.events import Feedback, TelemetryEvent
 from streams.exceptions import MemstreamError
 from streams.producer import MemstreamProducer
@@ -126,15 +133,90 @@ def _summaries(settings: Settings, tenant: str, session: str) -> list[dict[str, 
     return list(latest.values())
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ask_the_service(
+    settings: Settings, tenant: str, session: str, token: str, say: Callable[[str], None]
+) -> None:
+    """Start ``memstream serve`` with a token for the tenant; recall and build a context pack,
+    reading our own writes (the consistency token of the last event sent)."""
+    bearer = secrets.token_urlsafe(16)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    say(f"\n6. the read service (`memstream serve` on {url}), asked as tenant {tenant}")
+    with tempfile.TemporaryDirectory(prefix="memstream-demo-serve-") as data_dir:
+        env = {**os.environ, "MEMSTREAM_API_TOKENS": f"{bearer}={tenant}",
+               "MEMSTREAM_SERVE_DATA_DIR": data_dir, "MEMSTREAM_SERVE_PORT": str(port),
+               "MEMSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+               "MEMSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+               "MEMSTREAM_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+               "MEMSTREAM_APP_ID": settings.app_id}
+        log = Path(data_dir) / "serve.log"
+        with log.open("wb") as out:
+            service = subprocess.Popen([sys.executable, "-m", "streams", "serve", "--plain-logs"],
+                                       env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_healthy(url, service, log)
+            with MemoryClient(url, bearer) as client:
+                query = "How often do the billing keys rotate?"
+                say(f"  POST /v1/recall {query!r}")
+                for hit in client.recall(query, k=3, consistency_token=token):
+                    value = "?" if hit["value"] is None else f"{hit['value']:.2f}"
+                    say(f"    {hit['similarity']:.3f}  value {value:>4}  x{hit['occurrence_count']}"
+                        f"  {hit['text']}")
+                pack = client.context(session, "rotate the billing keys", token_budget=400,
+                                      consistency_token=token)
+                say(f"  POST /v1/context session {session}: {len(pack['pieces'])} pieces, "
+                    f"{pack['tokens_used']} of {pack['token_budget']} tokens")
+                for piece in pack["pieces"]:
+                    first = piece["text"].splitlines()[0]
+                    say(f"    {piece['type']:<7} {piece['tokens']:>3} tokens, "
+                        f"{len(piece['source_ids'])} source ids: {first[:90]}")
+        finally:
+            service.terminate()
+            service.wait(30)
+
+
+def _wait_healthy(url: str, service: subprocess.Popen[bytes], log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if service.poll() is not None:
+            raise DemoError(f"memstream serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise DemoError(f"memstream serve not ready after {WAIT_S:.0f}s: {log.read_text()[-2000:]}")
+
+
 def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
-    """Produce a session, run the pipeline over it, and show what it made of it."""
-    tenant = f"demo-{uuid.uuid4().hex[:6]}"
+    """Produce a session, run the pipeline over it, and show what it made of it.
+
+    Each run has topics and an app of its own (prefix ``demo-<id>.``): event time, which
+    closes summary windows, then starts fresh, and a user's own data is never touched."""
+    from streams.admin import ensure_topics
+    from streams.registry import register_all
+
+    run = uuid.uuid4().hex[:6]
+    tenant = f"demo-{run}"
+    settings = settings.model_copy(update={
+        "topic_prefix": f"{settings.topic_prefix}demo-{run}.", "app_id": f"memstream-demo-{run}"})
+    ensure_topics(settings)
+    register_all(settings, progress=lambda _line: None)
     now = datetime.now(UTC)
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     events, late = _events(tenant, start)
     session = events[0].session_id
     say(f"1. producing a session of tenant {tenant} (event times from {start:%H:%M} UTC) "
-        "through the SDK")
+        f"through the SDK, on topics {settings.topic_prefix}*")
     with MemstreamProducer(settings) as producer:
         for event in events:
             result = producer.send(event)
@@ -182,10 +264,10 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
 
         say("\n5. a new session now moves event time past the first one's hour: its summary")
         with MemstreamProducer(settings) as producer:
-            producer.send(TelemetryEvent(tenant=tenant, session_id=f"{tenant}-s2",
-                                         interaction_id=f"{tenant}-s2-i1", kind="QUERY",
-                                         text="What changed in the billing service today?",
-                                         event_time=now))
+            last = producer.send(TelemetryEvent(tenant=tenant, session_id=f"{tenant}-s2",
+                                                interaction_id=f"{tenant}-s2-i1", kind="QUERY",
+                                                text="What changed in the billing service today?",
+                                                event_time=now))
         _wait("the session summary", lambda: bool(_summaries(settings, tenant, session)),
               worker, say)
         for summary in _summaries(settings, tenant, session):
@@ -193,11 +275,14 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
                 "events):")
             for line in summary["text"].splitlines():
                 say(f"    {line}")
+
+        _ask_the_service(settings, tenant, session, last.consistency_token, say)
     finally:
         worker.close()
 
     stats = pipeline_stats(settings)
-    say("\n6. accounting across every tenant (`memstream stats`): ingested "
+    say(f"\n7. accounting (`MEMSTREAM_TOPIC_PREFIX={settings.topic_prefix} memstream stats`): "
+        "ingested "
         f"{stats.ingested} = memories {stats.memories} + merged {stats.merged} + in deleted "
         f"memories {stats.deleted_events} + dead-lettered {stats.dead_lettered} + in flight "
         f"{stats.in_flight}")

@@ -13,7 +13,8 @@ effects stay on the same partition number at every hop. The gate walks the hops:
    committed data record below it (the committed offset may stop short of the end by
    transaction markers, so the check reads the log from the committed offset with
    read_committed and looks for a data record before the end);
-3. take the end offset of memories.v1 and wait until the replica has applied every
+3. take the end offsets of memories.v1 and summaries.v1 and wait until the replica has
+   applied them (summaries come from the same transactions); for memories.v1, every
    committed record below it.
 
 A token on memories.v1 or summaries.v1 itself (what DELETE returns) waits for step 3 only.
@@ -133,8 +134,14 @@ class ConsistencyGate:
             topic = self.settings.topic(base)
             end = self._end(topic, partition)
             if base == MEMORIES:
+                # The same transactions that wrote memories wrote the session summaries.
+                summaries = self.settings.topic(SUMMARIES)
+                summaries_end = self._end(summaries, partition)
                 self._until(deadline, f"replica applying {topic}[{partition}] up to {end}",
                             lambda e=end: self._replica_reached(MEMORIES, partition, e))
+                self._until(deadline,
+                            f"replica applying {summaries}[{partition}] up to {summaries_end}",
+                            lambda e=summaries_end: self._replica_reached(SUMMARIES, partition, e))
                 return
             self._until(deadline, f"worker group {self.settings.app_id} consuming "
                         f"{topic}[{partition}] up to {end}",
