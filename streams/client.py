@@ -104,8 +104,8 @@ class MemoryClient:
             detail = response.text
         if response.status_code == 404:
             raise NotFound(404, detail)
-        if response.status_code == 503:
-            raise NotCaughtUpError(503, detail)
+        if response.status_code == 503 and isinstance(detail, dict) and "stage" in detail:
+            raise NotCaughtUpError(503, detail)  # read-your-writes wait ran out: retry later
         raise ServiceError(response.status_code, detail)
 
     def close(self) -> None:

@@ -8,14 +8,17 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from agents.models.exceptions import ModelError
 from streams.codec import AvroCodec
 from streams.exceptions import DeliveryError, UnavailableError
+from streams.observability import StateDirCollector
 from streams.partitioning import partition_for_tenant
 from streams.registry import latest_schema, registry_client, subject_for
 from streams.service.auth import TokenTable
@@ -45,10 +48,35 @@ class QueryEmbedder(Protocol):
         ...
 
 
-class ServiceMetrics:
-    """Request latency, index size and lag, in a registry of their own."""
+class ModelNotLoadedError(ModelError):
+    """The service's embedding model failed to load: recall and context cannot run."""
 
-    def __init__(self) -> None:
+    retriable = False  # the same settings fail the same way until the service restarts
+
+
+class MissingModel:
+    """Stands in for an embedding model that failed to load, so that the service stays up
+    (live, not ready, naming the model and the error) instead of exiting."""
+
+    def __init__(self, name: str, model_id: str, error: Exception) -> None:
+        self.model_id = model_id
+        self.dimension = 0  # the replica learns it from the records of ``model_id``
+        self.detail = f"{name}: {error}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Never: there is no model."""
+        raise ModelNotLoadedError(self.detail)
+
+    def count_tokens(self, text: str) -> int:
+        """Never: there is no tokenizer."""
+        raise ModelNotLoadedError(self.detail)
+
+
+class ServiceMetrics:
+    """Request latency, index size and lag, in a registry of their own; with ``state_dir``,
+    the disk use of the snapshot directory too (``dir="serve"``)."""
+
+    def __init__(self, state_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram(
@@ -65,6 +93,8 @@ class ServiceMetrics:
                          "Records between the replica and the end of its topics", registry=r)
         self.skipped = Gauge("memstream_serve_skipped_records",
                              "Records not indexed, by reason", ["reason"], registry=r)
+        if state_dir is not None:
+            r.register(StateDirCollector("serve", state_dir))
 
 
 def index_policy(settings: Settings) -> IndexPolicy:
@@ -95,19 +125,27 @@ class ReadService:
     tokens: TokenTable
     metrics: ServiceMetrics
     tombstones: TombstoneWriter
+    model_error: str | None = None  # "<model>: <error>" when the model failed to load
 
     @classmethod
-    def build(cls, settings: Settings, embedder: QueryEmbedder) -> ReadService:
-        """Load the snapshot (if any) and wire the parts; ``start`` starts the feed."""
+    def build(cls, settings: Settings, embedder: QueryEmbedder | MissingModel) -> ReadService:
+        """Load the snapshot (if any) and wire the parts; ``start`` starts the feed.
+
+        Without a model the replica still follows the log (deletes, gets and the readiness
+        checks keep working) but writes no snapshot: a mistyped model name must not replace
+        the snapshots of the real model with an index of nothing."""
         tokens = TokenTable.parse(
             settings.api_tokens.get_secret_value() if settings.api_tokens else None
         )
         if not len(tokens):
             logger.warning("no API tokens configured: every /v1 request will get 401")
+        missing = embedder.detail if isinstance(embedder, MissingModel) else None
         replica = load_replica(settings, embedder.model_id, embedder.dimension)
-        feed = ReplicaFeed(settings, replica, SnapshotStore(settings.serve_snapshot_dir))
+        snapshots = None if missing else SnapshotStore(settings.serve_snapshot_dir)
+        feed = ReplicaFeed(settings, replica, snapshots)
         return cls(settings, replica, feed, ConsistencyGate(settings, feed), _Locked(embedder),
-                   tokens, ServiceMetrics(), TombstoneWriter(settings))
+                   tokens, ServiceMetrics(settings.serve_snapshot_dir),
+                   TombstoneWriter(settings), missing)
 
     def start(self) -> None:
         """Start catching up."""

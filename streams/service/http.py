@@ -167,8 +167,16 @@ def create_app(service: ReadService) -> FastAPI:
             raise HTTPException(503, {"error": str(exc), "stage": exc.stage, "lag": exc.lag},
                                 headers={"Retry-After": "1"}) from exc
 
+    def require_model() -> None:
+        if service.model_error is not None:
+            raise HTTPException(
+                503, f"the embedding model did not load ({service.model_error}): recall and "
+                     "context are unavailable until the service restarts with a loadable "
+                     "MEMSTREAM_EMBEDDING_MODEL")
+
     @app.post("/v1/recall", response_model=RecallResponse)
     def recall(body: RecallRequest, tenant: Tenant) -> RecallResponse:
+        require_model()
         wait_for(body.consistency_token)
         vector = service.embed_query(body.query)
         hits = service.replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity,
@@ -179,6 +187,7 @@ def create_app(service: ReadService) -> FastAPI:
 
     @app.post("/v1/context", response_model=ContextResponse)
     def context(body: ContextRequest, tenant: Tenant) -> ContextResponse:
+        require_model()  # even without a query: packing counts model tokens
         wait_for(body.consistency_token)
         replica = service.replica
         candidates = [
@@ -230,7 +239,7 @@ def create_app(service: ReadService) -> FastAPI:
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         checks = {"broker": _check_broker(service), "registry": _check_registry(service),
-                  "index": _check_index(service)}
+                  "index": _check_index(service), "model": _check_model(service)}
         ready = all(c["ok"] for c in checks.values())
         failing = [name for name, c in checks.items() if not c["ok"]]
         return JSONResponse({"ready": ready, "failing": failing, "checks": checks},
@@ -295,3 +304,10 @@ def _check_index(service: ReadService) -> dict[str, Any]:
     bound = service.settings.ready_max_lag
     ok = lag <= bound
     return {"ok": ok, "detail": f"lag {lag} {'<=' if ok else '>'} {bound}", "lag": lag}
+
+
+def _check_model(service: ReadService) -> dict[str, Any]:
+    if service.model_error is not None:
+        return {"ok": False, "detail": service.model_error}
+    embedder = service.embedder
+    return {"ok": True, "detail": f"{embedder.model_id} (dimension {embedder.dimension})"}

@@ -6,12 +6,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agents.models.embedder import canonical_model_id
+from agents.models.exceptions import ModelError
 from streams.service.feed import ReplicaFeed, feed_topics
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.service.core import MissingModel, QueryEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -20,22 +25,37 @@ def serve(settings: Settings) -> None:
     """Load the model and the snapshot, catch up, and serve HTTP until SIGTERM/SIGINT."""
     import uvicorn
 
-    from agents.models.embedder import SentenceTransformerEmbedder
     from streams.service.core import ReadService
     from streams.service.http import create_app
 
     single_threaded_blas()
-    embedder = SentenceTransformerEmbedder(settings.embedding_model, batch_size=1)
-    service = ReadService.build(settings, embedder)
+    service = ReadService.build(settings, load_query_model(settings))
     service.start()
     app = create_app(service)
-    logger.info("serving on http://%s:%d (model %s)", settings.serve_host, settings.serve_port,
-                embedder.model_id)
+    logger.info("serving on http://%s:%d (model %s%s)", settings.serve_host, settings.serve_port,
+                service.embedder.model_id, " NOT LOADED" if service.model_error else "")
     try:
         uvicorn.run(app, host=settings.serve_host, port=settings.serve_port, log_config=None,
                     access_log=False)
     finally:
         service.close()
+
+
+def load_query_model(settings: Settings) -> QueryEmbedder | MissingModel:
+    """The embedding model, or a stand-in saying why it did not load.
+
+    A model that does not load (a wrong path, a missing download) leaves the service live but
+    not ready: /readyz names the model and the error, recall and context answer 503, and an
+    orchestrator sees why instead of a process restarting in a loop."""
+    from agents.models.embedder import SentenceTransformerEmbedder
+    from streams.service.core import MissingModel
+
+    name = settings.embedding_model
+    try:
+        return SentenceTransformerEmbedder(name, batch_size=1)
+    except ModelError as exc:
+        logger.exception("embedding model %s did not load: serving without it, not ready", name)
+        return MissingModel(name, canonical_model_id(name), exc)
 
 
 def single_threaded_blas() -> None:

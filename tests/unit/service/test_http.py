@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
+from streams.service import http
 from streams.service.auth import TokenTable
-from streams.service.core import ReadService, ServiceMetrics
+from streams.service.core import MissingModel, ModelNotLoadedError, ReadService, ServiceMetrics
 from streams.service.http import create_app
 from streams.settings import load_settings
 from tests.unit.service.conftest import DIM, MODEL, unit
@@ -58,7 +61,29 @@ class FakeTombstones:
 
 
 @pytest.fixture
-def client(replica_factory, memory_factory) -> TestClient:  # type: ignore[no-untyped-def]
+def client(service_factory) -> TestClient:  # type: ignore[no-untyped-def]
+    return TestClient(create_app(service_factory()))
+
+
+@pytest.fixture
+def service_factory(replica_factory, memory_factory):  # type: ignore[no-untyped-def]
+    """A service over a replica of 20 memories per tenant, with the given (fake) model."""
+
+    def make(embedder: Any = None, model_error: str | None = None) -> ReadService:
+        return _service(replica_factory, memory_factory, embedder or FakeEmbedder(), model_error)
+
+    return make
+
+
+@pytest.fixture
+def reachable_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broker and registry checks pass without a broker or a registry."""
+    monkeypatch.setattr(http, "_check_broker", lambda _s: {"ok": True, "detail": "fake"})
+    monkeypatch.setattr(http, "_check_registry", lambda _s: {"ok": True, "detail": "fake"})
+
+
+def _service(replica_factory: Any, memory_factory: Any, embedder: Any,
+             model_error: str | None) -> ReadService:
     replica = replica_factory(20)
     with replica.lock:
         replica.apply("summaries.v1", 0, 0, {
@@ -66,12 +91,11 @@ def client(replica_factory, memory_factory) -> TestClient:  # type: ignore[no-un
             "session_id": "s1", "window_start": 0, "window_end": 10,
             "text": "the session was about keys", "key_terms": [], "event_ids": ["e1", "e4"],
         })
-    service = ReadService(
-        load_settings(), replica, FakeFeed(), FakeGate(), FakeEmbedder(),  # type: ignore[arg-type]
+    return ReadService(
+        load_settings(), replica, FakeFeed(), FakeGate(), embedder,  # type: ignore[arg-type]
         TokenTable.parse("tok-acme=acme,tok-globex=globex"), ServiceMetrics(),
-        FakeTombstones(replica, memory_factory),  # type: ignore[arg-type]
+        FakeTombstones(replica, memory_factory), model_error,  # type: ignore[arg-type]
     )
-    return TestClient(create_app(service))
 
 
 ACME = {"Authorization": "Bearer tok-acme"}
@@ -135,3 +159,50 @@ def test_health_ready_metrics_and_openapi(client: TestClient) -> None:
     assert 'memstream_serve_index_memories{kind="exact"} 40.0' in text
     spec = client.get("/openapi.json").json()
     assert {"/v1/recall", "/v1/context", "/v1/memories/{memory_id}"} <= set(spec["paths"])
+
+
+@pytest.mark.usefixtures("reachable_dependencies")
+def test_readiness_includes_a_passing_model_check(client: TestClient) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert set(ready.json()["checks"]) == {"broker", "registry", "index", "model"}
+    assert ready.json()["checks"]["model"] == {"ok": True, "detail": f"{MODEL} (dimension {DIM})"}
+
+
+@pytest.mark.usefixtures("reachable_dependencies")
+def test_a_model_that_did_not_load_keeps_the_service_live_but_not_ready(
+    service_factory: Any,
+) -> None:
+    missing = MissingModel("/no/such/model", MODEL, OSError("Path /no/such/model not found"))
+    client = TestClient(create_app(service_factory(missing, missing.detail)))
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["failing"] == ["model"]
+    assert ready.json()["checks"]["model"] == {
+        "ok": False, "detail": "/no/such/model: Path /no/such/model not found"}
+    recall = client.post("/v1/recall", json={"query": "memory number 3 of acme"}, headers=ACME)
+    assert recall.status_code == 503
+    assert "/no/such/model: Path /no/such/model not found" in recall.json()["detail"]
+    for body in ({"session_id": "s1", "query": "keys"}, {"session_id": "s1"}):
+        assert client.post("/v1/context", json=body, headers=ACME).status_code == 503
+    # What needs no model still works; an unknown token is still 401 first.
+    assert client.get("/v1/memories/acme-m3", headers=ACME).status_code == 200
+    assert client.post("/v1/recall", json={"query": "x"}).status_code == 401
+
+
+def test_missing_model_refuses_every_use() -> None:
+    missing = MissingModel("/no/such/model", "/no/such/model", OSError("not found"))
+    assert (missing.model_id, missing.dimension) == ("/no/such/model", 0)
+    with pytest.raises(ModelNotLoadedError, match="/no/such/model: not found"):
+        missing.embed(["x"])
+    with pytest.raises(ModelNotLoadedError, match="/no/such/model: not found"):
+        missing.count_tokens("x")
+
+
+def test_service_metrics_export_the_snapshot_directory_disk_use(tmp_path: Path) -> None:
+    (tmp_path / "CURRENT").write_bytes(b"x" * 10)
+    text = generate_latest(ServiceMetrics(tmp_path).registry).decode()
+    assert 'memstream_state_dir_bytes{dir="serve"} 10.0' in text
+    assert 'memstream_state_fs_free_bytes{dir="serve"}' in text
+    assert 'memstream_state_fs_size_bytes{dir="serve"}' in text
+    assert "memstream_state_dir_bytes" not in generate_latest(ServiceMetrics().registry).decode()
