@@ -21,7 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-dev_app = typer.Typer(help="The local stack: Kafka (KRaft) + Apicurio Registry.", no_args_is_help=True)
+dev_app = typer.Typer(
+    help="The local stack: Kafka (KRaft) + Apicurio Registry.", no_args_is_help=True
+)
 schemas_app = typer.Typer(help="Versioned Avro schemas.", no_args_is_help=True)
 topics_app = typer.Typer(help="memstream's topics.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
@@ -332,7 +334,7 @@ def worker(
 
 @app.command("stats")
 def stats() -> None:
-    """Per-stage counts from the broker: ingested = memorized + merged + dead-lettered + in flight."""
+    """Per-stage counts: ingested = memories + merged + deleted + dead-lettered + in flight."""
     from streams.stats import pipeline_stats
 
     result = pipeline_stats(_settings())
@@ -444,7 +446,9 @@ def demo() -> None:
 def main() -> None:
     """Entry point: errors become one clear line and exit code 2, not a traceback."""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
     )
     for noisy in ("httpx", "httpcore", "urllib3", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -82,7 +82,9 @@ class Settings(BaseSettings):
         description="stable, unique per worker instance: its transactional id, so a "
         "restarted worker fences and aborts what its crashed predecessor left open",
     )
-    data_dir: Path | None = Field(None, description="local state (RocksDB); default state_dir/worker")
+    data_dir: Path | None = Field(
+        None, description="local state (RocksDB); default state_dir/worker/<app_id>/<worker_id>"
+    )
     batch_max_records: int = Field(256, ge=1, description="records per transaction at most")
     batch_max_wait_s: float = Field(0.05, gt=0, description="wait for a fuller batch at most")
     transaction_timeout_ms: int = Field(60_000, ge=1000)
