@@ -22,6 +22,7 @@ from agents.models.index import TenantIndexes
 from agents.score import SEP, to_millis
 from streams.observability import WorkerMetrics
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess, fault_point
+from streams.topics import DELETION_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ class MemorizeAgent:
     # the stores, or a repeat of the content would bring the memory back. Its own records
     # come back through it as well, and are ignored.
     inputs = ("scored.v1", "memories.v1")
+    # ...of memories.v1 only the deletions, which carry this header; the runtime skips the
+    # rest without decoding them.
+    required_headers = {"memories.v1": DELETION_HEADER}
     stores = ("content", "memories")
 
     def __init__(

@@ -112,3 +112,7 @@ def topic_spec(name: str, prefix: str = "") -> TopicSpec:
 def voice_audio_limit() -> int:
     """Largest audio payload (bytes) the SDK accepts: the topic limit less the envelope."""
     return TOPICS_BY_BASE["voice.v1"].max_message_bytes - VOICE_ENVELOPE_BYTES
+
+# The Kafka header that marks a deleted=true memories.v1 record written by a deletion
+# request (the read service's DELETE); the memorize agent reads only those records back.
+DELETION_HEADER = "memstream-deletion"

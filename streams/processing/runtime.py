@@ -132,6 +132,11 @@ class Processor:
             for base in agent.inputs:
                 self._dispatch[settings.topic(base)].append(agent)
         self._base = {settings.topic(t): t for a in self.agents for t in a.inputs}
+        # Inputs whose records count only when they carry a header (Agent.required_headers).
+        self._required_header = {
+            settings.topic(t): h for a in self.agents
+            for t, h in getattr(a, "required_headers", {}).items()
+        }
         self._readers = {
             full: latest_schema(topic_spec(base).schema) for full, base in self._base.items()
         }
@@ -317,6 +322,9 @@ class Processor:
         for msg in msgs:
             full = msg.topic()
             base = self._base[full]
+            marker = self._required_header.get(full)
+            if marker is not None and not _has_header(msg, marker):
+                continue  # not for the agents (e.g. memorize's own memories): never decoded
             raw = msg.value()
             for agent in self._dispatch[full]:
                 self._counts[("events_in", agent.name, base)] += 1
@@ -534,6 +542,10 @@ LAG_REPORT_INTERVAL_S = 5.0
 
 _FAULT = os.environ.get("MEMSTREAM_FAULT_INJECT", "")
 _fault_hits: dict[str, int] = defaultdict(int)
+
+
+def _has_header(msg: Message, name: str) -> bool:
+    return any(key == name for key, _value in msg.headers() or ())
 
 
 def fault_point(name: str, prepare: Callable[[], None] | None = None) -> None:

@@ -28,7 +28,7 @@ from streams.service.replica import MEMORIES, Replica
 from streams.service.snapshot import SnapshotStore
 from streams.service.vectors import IndexPolicy
 from streams.settings import Settings
-from streams.topics import topic_spec
+from streams.topics import DELETION_HEADER, topic_spec
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +232,7 @@ class TombstoneWriter:
         self._producer.produce(
             topic, key=f"{tenant}:{memory['memory_id']}".encode(), value=value,
             partition=partition_for_tenant(tenant, self._partition_count(topic)),
+            headers=[(DELETION_HEADER, b"1")],  # memorize reads only these of memories.v1
             on_delivery=delivered,
         )
         self._producer.flush(self.settings.request_timeout_s)
