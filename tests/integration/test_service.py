@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -185,6 +187,34 @@ def test_readiness_names_the_failing_dependency(live: tuple[Settings, Service],
         assert body["checks"]["broker"]["ok"]
     finally:
         service.stop()
+
+
+def test_readiness_fails_while_the_local_registry_is_stopped(
+    live: tuple[Settings, Service], dev_stack: Any
+) -> None:
+    """The real registry process is stopped (SIGSTOP: it keeps its state and resumes at
+    once with SIGCONT) and readiness names it; liveness stays up."""
+    _settings, service = live
+    registry = next(c for c in dev_stack.status() if c.name == "registry")
+    assert registry.pid is not None and registry.answering
+    assert httpx.get(f"{service.url}/readyz", timeout=30).status_code == 200
+
+    def ready_body() -> tuple[int, dict[str, Any]]:
+        r = httpx.get(f"{service.url}/readyz", timeout=30)
+        return r.status_code, r.json()
+
+    os.kill(registry.pid, signal.SIGSTOP)
+    try:
+        status, body = ready_body()
+        assert status == 503 and body["failing"] == ["registry"], body
+        assert not body["checks"]["registry"]["ok"] and body["checks"]["broker"]["ok"]
+        assert httpx.get(f"{service.url}/healthz", timeout=10).status_code == 200
+    finally:
+        os.kill(registry.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while ready_body()[0] != 200:
+        assert time.monotonic() < deadline, "readiness did not come back with the registry"
+        time.sleep(0.5)
 
 
 def test_a_model_that_does_not_load_leaves_the_service_live_but_not_ready(
