@@ -64,7 +64,7 @@ def produce(settings: Settings, work: Workload) -> None:
 
 def memstream_env(settings: Settings) -> dict[str, str]:
     """The environment a ``memstream`` command needs to act as ``settings``."""
-    return {
+    env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
         "PYTHONPATH": str(REPO),
@@ -74,13 +74,15 @@ def memstream_env(settings: Settings) -> dict[str, str]:
         "MEMSTREAM_PARTITIONS": str(settings.partitions),
         "MEMSTREAM_APP_ID": settings.app_id,
         "MEMSTREAM_WORKER_ID": settings.worker_id,
-        "MEMSTREAM_DATA_DIR": str(settings.data_dir),
         "MEMSTREAM_METRICS_PORT": str(settings.metrics_port),
         "MEMSTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
         "MEMSTREAM_SUMMARY_WINDOW_S": str(settings.summary_window_s),
         "MEMSTREAM_SUMMARY_GRACE_S": str(settings.summary_grace_s),
         "OMP_NUM_THREADS": "2",
     }
+    if settings.data_dir is not None:
+        env["MEMSTREAM_DATA_DIR"] = str(settings.data_dir)
+    return env
 
 
 def start_worker(

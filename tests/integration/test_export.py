@@ -4,7 +4,6 @@ key, deletes honoured, reproducible bytes, pinned offsets, both formats."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -20,7 +19,7 @@ from streams.partitioning import partition_for_tenant
 from streams.registry import latest_schema, registry_client, subject_for
 from streams.settings import Settings
 from streams.topics import topic_spec
-from tests.integration.harness import REPO
+from tests.integration.harness import REPO, memstream_env
 
 
 def memory(tenant: str, memory_id: str, value: float | None, **extra: Any) -> dict[str, Any]:
@@ -64,15 +63,7 @@ class MemoryWriter:
 
 def export(settings: Settings, out: Path, *args: str, rc: int = 0
            ) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),
-        "PYTHONPATH": str(REPO),
-        "MEMSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "MEMSTREAM_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
-        "MEMSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-        "MEMSTREAM_PARTITIONS": str(settings.partitions),
-    }
+    env = memstream_env(settings)
     result = subprocess.run(
         [sys.executable, "-m", "streams", "export-dataset", "--out", str(out), *args],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
