@@ -146,6 +146,8 @@ class Processor:
         self._timeout = settings.request_timeout_s
         self._last_lag = 0.0
         self._failed_agent: str | None = None
+        # Last offsets of skipped-only batches, committed with the next transaction.
+        self._skipped_to: dict[tuple[str, int], int] = {}
         # Per-batch metric counts, added to the metrics once the batch has committed.
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._outputs: dict[str, tuple[str, str, dict[str, Any]]] = {}
@@ -279,6 +281,16 @@ class Processor:
             tp = (msg.topic(), msg.partition())
             first.setdefault(tp, msg.offset())
             last[tp] = msg.offset()
+        msgs = [m for m in msgs if self._wanted(m)]
+        if not msgs:
+            # Only records no agent wants: no transaction; their offsets go with the next one
+            # (if none comes before a crash, they are read and skipped again).
+            for tp, offset in last.items():
+                self._skipped_to[tp] = max(self._skipped_to.get(tp, -1), offset)
+            return
+        for tp, offset in self._skipped_to.items():
+            last[tp] = max(last.get(tp, -1), offset)
+        self._skipped_to.clear()
         self.producer.begin_transaction()
         self._counts.clear()
         try:
@@ -317,14 +329,17 @@ class Processor:
             getattr(self.metrics, metric).labels(agent_name, label).inc(count)
         self._counts.clear()
 
+    def _wanted(self, msg: Message) -> bool:
+        """False for a record of an input whose agents take only records with a header
+        (memorize's own memories coming back): it is skipped without being decoded."""
+        marker = self._required_header.get(msg.topic())
+        return marker is None or _has_header(msg, marker)
+
     def _decode(self, msgs: list[Message], ctx: BatchContext) -> dict[str, list[InputRecord]]:
         by_agent: dict[str, list[InputRecord]] = defaultdict(list)
         for msg in msgs:
             full = msg.topic()
             base = self._base[full]
-            marker = self._required_header.get(full)
-            if marker is not None and not _has_header(msg, marker):
-                continue  # not for the agents (e.g. memorize's own memories): never decoded
             raw = msg.value()
             for agent in self._dispatch[full]:
                 self._counts[("events_in", agent.name, base)] += 1
@@ -463,6 +478,7 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Eager (range) rebalancing: each assignment is the whole new set.
         owned = frozenset(tp.partition for tp in partitions)
+        self._skipped_to.clear()
         self._open_stores(owned)
         self._owned = owned
         logger.info("assigned partitions %s", sorted(owned))
@@ -470,6 +486,7 @@ class Processor:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions}
+        self._skipped_to.clear()
         remaining = {tp.partition for tp in consumer.assignment()} - revoked
         self._owned = frozenset(remaining)
         logger.info("revoked partitions %s", sorted(revoked))
