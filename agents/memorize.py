@@ -180,22 +180,23 @@ class MemorizeAgent:
             self._merge(memory, v, similarity=similarity, match="near")
             self.metrics.duplicates.labels("near").inc()
         else:
-            memory = memories.get(f"{tenant}{SEP}{memory_id(tenant, v['text'])}")
+            mid = memory_id(tenant, v["text"])
+            memory = memories.get(f"{tenant}{SEP}{mid}")
             if memory is not None and memory["deleted"]:
                 # Deleted before its first occurrence was (re)processed: stays deleted.
                 memory["occurrence_count"] += 1
                 memory["source_event_ids"] = memory["source_event_ids"] + [v["event_id"]]
                 self._update_value(memory, v)
             else:
-                memory = self._new_memory(v, vector)
+                memory = self._new_memory(v, mid, vector)
                 self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
         content.put(content_key, {"memory_id": memory["memory_id"], "similarity": similarity})
         self._save(memory, memories, ctx)
 
-    def _new_memory(self, v: dict[str, Any], vector: np.ndarray) -> dict[str, Any]:
+    def _new_memory(self, v: dict[str, Any], mid: str, vector: np.ndarray) -> dict[str, Any]:
         return {
             "tenant": v["tenant"],
-            "memory_id": memory_id(v["tenant"], v["text"]),
+            "memory_id": mid,
             "event_id": v["event_id"],
             "event_time": to_millis(v["event_time"]),
             "session_id": v["session_id"],
