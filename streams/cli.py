@@ -371,9 +371,13 @@ def serve(
 
 
 @app.command("rebuild-index")
-def rebuild_index() -> None:
+def rebuild_index(
+    jobs: Annotated[
+        int, typer.Option(help="processes, each over a share of the partitions; 0: one per CPU")
+    ] = 0,
+) -> None:
     """Rebuild the read service's snapshot from memories.v1 (no re-embedding)."""
-    from streams.service.run import rebuild_index as run_rebuild
+    from streams.service.rebuild import rebuild_index as run_rebuild
 
     settings = _settings()
     with typer.progressbar(length=1, label="memories.v1 + summaries.v1", file=sys.stderr) as bar:
@@ -381,10 +385,10 @@ def rebuild_index() -> None:
             bar.length = max(total, 1)
             bar.update(done - bar.pos)
 
-        report = run_rebuild(settings, progress)
+        report = run_rebuild(settings, progress, jobs or None)
     typer.echo(
         f"rebuilt {report.snapshot}: {report.memories} memories from {report.records} records "
-        f"in {report.seconds:.1f}s ({report.rate:,.0f} records/s)"
+        f"in {report.seconds:.1f}s ({report.rate:,.0f} records/s, {report.jobs} processes)"
     )
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import fastavro
@@ -50,24 +50,28 @@ class RecordDecoder:
                          for base in BASES}
         self._parsed_readers = {b: fastavro.parse_schema(s) for b, s in self._readers.items()}
         self._writers: dict[int, tuple[Any, dict[str, Any]]] = {}
-        self._resolve: dict[tuple[str, int], Any] = {}  # (base, schema id) -> reader or None
+        # (base, the record's 5-byte frame) -> (writer, reader or None): one lookup per record
+        self._schemas: dict[tuple[str, bytes], tuple[Any, Any]] = {}
 
     def decode(self, base: str, raw: bytes) -> dict[str, Any]:
         """The record in ``raw``, resolved to ``base``'s latest schema."""
+        schemas = self._schemas.get((base, raw[:5]))
+        if schemas is None:
+            schemas = self._schemas_for(base, raw)
+        try:
+            return fastavro.schemaless_reader(io.BytesIO(memoryview(raw)[5:]), *schemas)
+        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+            raise CodecError(f"schema id {_schema_id(raw)}: body does not decode: {exc}") from exc
+
+    def _schemas_for(self, base: str, raw: bytes) -> tuple[Any, Any]:
+        """(writer, reader or None) for ``raw``'s schema id, cached by its 5-byte frame."""
         if len(raw) < 5 or raw[0] != 0:
             raise CodecError(f"{len(raw)} bytes: not Confluent-framed Avro")
-        schema_id = int.from_bytes(raw[1:5], "big")
-        entry = self._writers.get(schema_id) or self._load(schema_id)
-        slot = (base, schema_id)
-        if slot not in self._resolve:
-            same = entry[1] == self._readers[base]
-            self._resolve[slot] = None if same else self._parsed_readers[base]
-        buf = io.BytesIO(raw)
-        buf.seek(5)
-        try:
-            return fastavro.schemaless_reader(buf, entry[0], self._resolve[slot])
-        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
-            raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
+        parsed, plain = self._writers.get(_schema_id(raw)) or self._load(_schema_id(raw))
+        # No schema resolution when the writer's schema is the reader's.
+        reader = None if plain == self._readers[base] else self._parsed_readers[base]
+        schemas = self._schemas[(base, raw[:5])] = (parsed, reader)
+        return schemas
 
     def _load(self, schema_id: int) -> tuple[Any, dict[str, Any]]:
         try:
@@ -79,6 +83,10 @@ class RecordDecoder:
         plain = _without_logical_types(json.loads(text))
         entry = self._writers[schema_id] = (fastavro.parse_schema(plain), plain)
         return entry
+
+
+def _schema_id(raw: bytes) -> int:
+    return int.from_bytes(raw[1:5], "big")
 
 
 def _without_logical_types(schema: Any) -> Any:
@@ -99,8 +107,11 @@ class ReplicaFeed:
         replica: Replica,
         snapshots: SnapshotStore | None = None,
         on_batch: Callable[[ReplicaFeed], None] | None = None,
+        partitions: Collection[int] | None = None,
     ) -> None:
         self.settings = settings
+        # Only these partitions of each topic (a parallel rebuild's share), or all.
+        self.partitions = None if partitions is None else frozenset(partitions)
         self.replica = replica
         self.snapshots = snapshots
         self.on_batch = on_batch
@@ -158,12 +169,12 @@ class ReplicaFeed:
                 if not until_end and time.monotonic() - last_high > 0.5:
                     self._refresh_high(consumer, assignment)
                     last_high = time.monotonic()
+                if self.on_batch is not None:
+                    self.on_batch(self)
                 if self.lag() == 0:
                     self.caught_up.set()
                     if until_end:
                         break
-                if self.on_batch is not None:
-                    self.on_batch(self)
                 self._maybe_snapshot()
         finally:
             consumer.close()
@@ -189,6 +200,8 @@ class ReplicaFeed:
             if topic is None or topic.error is not None:
                 raise UnavailableError(f"topic {full} is missing (run `memstream topics create`)")
             for p in sorted(topic.partitions):
+                if self.partitions is not None and p not in self.partitions:
+                    continue
                 start = self.replica.offsets[base].get(p)
                 assignment.append(TopicPartition(full, p, OFFSET_BEGINNING if not start else start))
         consumer.assign(assignment)
@@ -197,7 +210,7 @@ class ReplicaFeed:
         return [TopicPartition(tp.topic, tp.partition) for tp in assignment]
 
     def _apply(self, consumer: Consumer, msgs: list) -> None:  # type: ignore[type-arg]
-        replica = self.replica
+        replica, base_of, decode = self.replica, self._base_of, self._decoder.decode
         with replica.lock:
             for msg in msgs:
                 err = msg.error()
@@ -205,10 +218,10 @@ class ReplicaFeed:
                     if err.fatal():
                         raise KafkaException(err)
                     continue
-                base = self._base_of[msg.topic()]
+                base = base_of[msg.topic()]
                 raw = msg.value()
                 try:
-                    value = None if raw is None else self._decoder.decode(base, raw)
+                    value = None if raw is None else decode(base, raw)
                 except UnavailableError as exc:
                     # Registry down: apply nothing more of this partition now; retry later.
                     logger.warning("replica feed waits for the registry: %s", exc)

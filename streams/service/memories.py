@@ -40,21 +40,31 @@ class TenantMemories:
         self.kind_col = np.zeros(0, dtype=np.int32)
         self.time_col = np.zeros(0, dtype=np.int64)
         self.value_col = np.zeros(0, dtype=np.float64)
+        # New memories whose rows are reserved but not yet written (see ``settle``).
+        self._pending: list[tuple[np.ndarray | bytes, dict[str, Any]]] = []
 
     def __len__(self) -> int:
         return len(self.meta)
 
-    def upsert(self, record: dict[str, Any], vector: np.ndarray) -> None:
+    def upsert(self, record: dict[str, Any], vector: np.ndarray | bytes) -> None:
         """Insert or update a memory; its vector keeps its row unless the vector changed.
 
         ``record`` is kept as the memory's metadata (the caller hands it over, without
-        its embedding)."""
+        its embedding); ``vector`` is an array or little-endian float32 bytes. A new memory's
+        row is reserved at once and written with the next ones in one block (``settle``),
+        so a rebuild pays one numpy copy per batch, not one per memory."""
         memory_id = record["memory_id"]
         row = self.row_of.get(memory_id)
-        if row is not None and not _same_direction(self.vectors.matrix[row], vector):
-            self.vectors.kill(row)
-            row = None
         if row is None:
+            self.row_of[memory_id] = self.vectors.rows + len(self._pending)
+            self.id_of_row.append(memory_id)
+            self._pending.append((vector, record))
+            self.meta[memory_id] = record
+            return
+        self.settle()
+        vector = _as_row(vector)
+        if not _same_direction(self.vectors.matrix[row], vector):
+            self.vectors.kill(row)
             row = self.vectors.append(vector)
             self.row_of[memory_id] = row
             self.id_of_row.append(memory_id)
@@ -66,8 +76,27 @@ class TenantMemories:
         value = record.get("value")
         self.value_col[row] = np.nan if value is None else float(value)
 
+    def settle(self) -> None:
+        """Write the rows of the memories inserted since the last call, in one block."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        start, n = self.vectors.rows, len(pending)
+        block = np.frombuffer(b"".join([_row_bytes(v) for v, _ in pending]), dtype="<f4")
+        self.vectors.append_block(block.reshape(n, self.vectors.dimension))
+        self._grow(start + n)
+        end, code = start + n, self._code
+        self.session_col[start:end] = [code(r["session_id"]) for _, r in pending]
+        self.kind_col[start:end] = [code(r["kind"]) for _, r in pending]
+        self.time_col[start:end] = [r["event_time"] for _, r in pending]
+        self.value_col[start:end] = [
+            np.nan if r.get("value") is None else r["value"] for _, r in pending
+        ]
+
     def remove(self, memory_id: str) -> bool:
         """Forget a memory (its row stays, dead); return whether it was live."""
+        self.settle()
         row = self.row_of.pop(memory_id, None)
         if row is None:
             return False
@@ -79,6 +108,7 @@ class TenantMemories:
         self, query: np.ndarray, k: int, filters: RecallFilters
     ) -> list[tuple[str, float]]:
         """Return up to ``k`` (memory id, cosine) pairs, best first; ties by id."""
+        self.settle()
         allowed = None if filters.empty else self._mask(filters)
         if allowed is not None and not allowed.any():
             return []
@@ -131,6 +161,7 @@ class TenantMemories:
     # -- snapshot form ------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         """The row-aligned arrays, trimmed to the rows in use."""
+        self.settle()
         n = self.vectors.rows
         return {
             "matrix": self.vectors.matrix[:n],
@@ -158,6 +189,7 @@ class TenantMemories:
         self.id_of_row = list(id_of_row)
         self.codes = dict(codes)
         self.meta = meta
+        self._pending = []
         self.row_of = {}
         for row in np.flatnonzero(v.alive):
             self.row_of[self.id_of_row[row]] = int(row)
@@ -167,6 +199,16 @@ def _resized(array: np.ndarray, capacity: int) -> np.ndarray:
     grown = np.zeros(capacity, dtype=array.dtype)
     grown[: array.shape[0]] = array
     return grown
+
+
+def _as_row(vector: np.ndarray | bytes) -> np.ndarray:
+    if isinstance(vector, bytes):
+        return np.frombuffer(vector, dtype="<f4")
+    return np.asarray(vector, dtype=np.float32)
+
+
+def _row_bytes(vector: np.ndarray | bytes) -> bytes:
+    return vector if isinstance(vector, bytes) else np.asarray(vector, dtype="<f4").tobytes()
 
 
 def _same_direction(row: np.ndarray, vector: np.ndarray) -> bool:

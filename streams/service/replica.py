@@ -79,13 +79,14 @@ class Replica:
         if len(embedding) != 4 * self.dimension:
             self.skipped["bad_embedding"] += 1
             return
-        # Little-endian float32 as stored; copied once, into the index's own row.
-        vector = np.frombuffer(embedding, dtype="<f4")
         shard = self.tenants.get(tenant)
         if shard is None:
             shard = self.tenants[tenant] = TenantMemories(tenant, self.dimension, self.policy)
         m.pop("merges", None)
-        shard.upsert(_plain(m), vector)
+        if type(m["event_time"]) is not int:
+            _plain(m)
+        # Little-endian float32 bytes as stored: the index copies them into its rows.
+        shard.upsert(m, embedding)
 
     def _apply_summary(self, s: dict[str, Any]) -> None:
         record = _plain(s)
@@ -96,6 +97,7 @@ class Replica:
     def sync(self, *, build: bool = True) -> None:
         """Let each tenant's index extend (and with ``build``, build) its graph (caller locks)."""
         for shard in self.tenants.values():
+            shard.settle()
             shard.vectors.sync(build=build)
 
     def build_graphs(self) -> None:

@@ -1,18 +1,12 @@
-"""``memstream serve`` and ``memstream rebuild-index``."""
+"""``memstream serve``."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agents.models.embedder import canonical_model_id
 from agents.models.exceptions import ModelError
-from streams.service.feed import ReplicaFeed, feed_topics
-from streams.service.replica import Replica
-from streams.service.snapshot import SnapshotStore
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,49 +61,3 @@ def single_threaded_blas() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
-
-
-@dataclass(frozen=True)
-class RebuildReport:
-    """What a rebuild read and wrote."""
-
-    records: int
-    memories: int
-    seconds: float
-    snapshot: str
-    read_s: float = 0.0
-    snapshot_s: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        """Records applied per second."""
-        return self.records / self.seconds if self.seconds else 0.0
-
-
-def rebuild_index(
-    settings: Settings, progress: Callable[[int, int], None] | None = None
-) -> RebuildReport:
-    """Rebuild the service's snapshot from memories.v1 and summaries.v1, without re-embedding:
-    the vectors travel in the records. Replaces the current snapshot when done."""
-    from streams.service.core import index_policy
-
-    model_id = canonical_model_id(settings.embedding_model)
-    replica = Replica(model_id, 0, index_policy(settings))
-    total: list[int] = []
-
-    def report(feed: ReplicaFeed) -> None:
-        if not total:
-            total.append(sum(feed.high.values()))
-        if progress is not None:
-            progress(replica.applied, total[0])
-
-    started = time.monotonic()
-    feed = ReplicaFeed(settings, replica, None, on_batch=report)
-    feed.run(until_end=True)
-    read_s = time.monotonic() - started
-    store = SnapshotStore(settings.serve_snapshot_dir)
-    with replica.lock:
-        path = store.save(replica, feed_topics(settings))
-    seconds = time.monotonic() - started
-    memories = sum(len(s) for s in replica.tenants.values())
-    return RebuildReport(replica.applied, memories, seconds, str(path), read_s, seconds - read_s)

@@ -7,8 +7,11 @@ Layout under the snapshot directory::
         manifest.json       model, dimension, topics, offsets, tenants
         t<i>.npz            tenant i's row arrays (vectors, alive, filter columns)
         t<i>.hnsw           tenant i's HNSW graph (only when it has one)
-        t<i>.json           tenant i's metadata, row ids, string codes
-        summaries.json
+        t<i>.msgpack        tenant i's metadata, row ids, string codes
+        summaries.msgpack   the summaries, by tenant
+
+A parallel rebuild writes one such set per part (disjoint partitions, so disjoint tenants),
+its files prefixed ``p<j>-``, and one manifest listing them all.
 
 A crash at any point leaves either the previous snapshot or the new one as CURRENT,
 never a half-written one; start-up loads CURRENT and catches up from its offsets.
@@ -16,16 +19,20 @@ never a half-written one; start-up loads CURRENT and catches up from its offsets
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import faiss
+import msgpack
 import numpy as np
 
 from streams.service.memories import TenantMemories
@@ -34,7 +41,7 @@ from streams.service.vectors import IndexPolicy
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: metadata in MessagePack, summaries in per-part files
 KEEP = 2
 
 
@@ -47,47 +54,31 @@ class SnapshotStore:
     def save(self, replica: Replica, topics: dict[str, str]) -> Path:
         """Write a snapshot of ``replica`` (caller holds its lock) and make it CURRENT."""
         started = time.monotonic()
+        tmp = self.begin()
+        part = write_part(tmp, replica, "")
+        final = self.commit(tmp, manifest(replica.model_id, replica.dimension, topics, [part]))
+        logger.info("snapshot %s: %d records applied, written in %.2fs",
+                    final, replica.applied, time.monotonic() - started)
+        return final
+
+    def begin(self) -> Path:
+        """A fresh directory to write a snapshot's files into (``write_part``)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
-        tenants = []
-        for i, (name, shard) in enumerate(sorted(replica.tenants.items())):
-            shard.vectors.flush()
-            with (tmp / f"t{i}.npz").open("wb") as fh:
-                np.savez(fh, **shard.arrays())
-                _fsync(fh)
-            if shard.vectors.ann is not None:
-                faiss.write_index(shard.vectors.ann, str(tmp / f"t{i}.hnsw"))
-                _fsync_path(tmp / f"t{i}.hnsw")
-            _write_json(tmp / f"t{i}.json", {
-                "ids": shard.id_of_row, "codes": shard.codes, "meta": shard.meta,
-            })
-            tenants.append({"tenant": name, "file": f"t{i}", "memories": len(shard),
-                            "hnsw": shard.vectors.ann is not None})
-        _write_json(tmp / "summaries.json", replica.summaries)
-        manifest = {
-            "format": FORMAT,
-            "model_id": replica.model_id,
-            "dimension": replica.dimension,
-            "topics": topics,
-            "offsets": {
-                b: {str(p): o for p, o in offs.items()} for b, offs in replica.offsets.items()
-            },
-            "applied": replica.applied,
-            "tenants": tenants,
-            "created_ms": int(time.time() * 1000),
-        }
-        _write_json(tmp / "manifest.json", manifest)
+        return tmp
+
+    def commit(self, tmp: Path, manifest: dict[str, Any]) -> Path:
+        """Write ``manifest`` into ``tmp``, then make ``tmp`` the CURRENT snapshot."""
+        _write_bytes(tmp / "manifest.json", json.dumps(manifest).encode())
         _fsync_path(tmp)
         name = f"{_next_seq(self.directory):012d}"
         final = self.directory / name
         os.rename(tmp, final)
-        _write_json(self.directory / "CURRENT.tmp", {"snapshot": name})
+        _write_bytes(self.directory / "CURRENT.tmp", json.dumps({"snapshot": name}).encode())
         os.replace(self.directory / "CURRENT.tmp", self.directory / "CURRENT")
         _fsync_path(self.directory)
         self._prune(keep=name)
-        logger.info("snapshot %s: %d records applied, written in %.2fs",
-                    final, replica.applied, time.monotonic() - started)
         return final
 
     def load(self, model_id: str, dimension: int, topics: dict[str, str],
@@ -106,6 +97,11 @@ class SnapshotStore:
         if mismatch:
             logger.warning("snapshot %s is for %s: rebuilding from the log", current, mismatch)
             return None
+        with paused_gc():
+            return self._load(current, manifest, model_id, dimension, policy)
+
+    def _load(self, current: Path, manifest: dict[str, Any], model_id: str, dimension: int,
+              policy: IndexPolicy) -> Replica:
         replica = Replica(model_id, manifest["dimension"] or dimension, policy)
         replica.offsets = {b: {int(p): o for p, o in offs.items()}
                            for b, offs in manifest["offsets"].items()}
@@ -114,13 +110,15 @@ class SnapshotStore:
             shard = TenantMemories(entry["tenant"], replica.dimension, policy)
             with np.load(current / f"{entry['file']}.npz") as arrays:
                 loaded = {k: arrays[k] for k in arrays.files}
-            side = json.loads((current / f"{entry['file']}.json").read_text())
+            side = _read_msgpack(current / f"{entry['file']}.msgpack")
             shard.restore(loaded, side["ids"], side["codes"], side["meta"])
             if entry["hnsw"]:
                 shard.vectors.ann = faiss.read_index(str(current / f"{entry['file']}.hnsw"))
                 shard.vectors.ann.hnsw.efSearch = policy.hnsw_ef_search
             replica.tenants[entry["tenant"]] = shard
-        replica.summaries = json.loads((current / "summaries.json").read_text())
+        for name in manifest["summaries"]:
+            for tenant, found in _read_msgpack(current / name).items():
+                replica.summaries.setdefault(tenant, {}).update(found)
         logger.info("loaded snapshot %s: %d records applied", current, replica.applied)
         return replica
 
@@ -147,6 +145,76 @@ class SnapshotStore:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while building millions of small objects that all stay
+    alive (a snapshot's metadata, a rebuild's records): each full collection walks every one
+    of them, which doubled the time to load a snapshot. Reference counting still frees."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def write_part(tmp: Path, replica: Replica, prefix: str) -> dict[str, Any]:
+    """Write ``replica``'s tenants and summaries into ``tmp`` (file names start with
+    ``prefix``); return the part of the manifest that describes them. A snapshot is one part,
+    or several written by parallel rebuilds of disjoint partitions (``manifest``)."""
+    tenants = []
+    for i, (name, shard) in enumerate(sorted(replica.tenants.items())):
+        shard.settle()
+        shard.vectors.flush()
+        file = f"{prefix}t{i}"
+        with (tmp / f"{file}.npz").open("wb") as fh:
+            np.savez(fh, **shard.arrays())
+            _fsync(fh)
+        if shard.vectors.ann is not None:
+            faiss.write_index(shard.vectors.ann, str(tmp / f"{file}.hnsw"))
+            _fsync_path(tmp / f"{file}.hnsw")
+        _write_bytes(tmp / f"{file}.msgpack", msgpack.packb(
+            {"ids": shard.id_of_row, "codes": shard.codes, "meta": shard.meta}))
+        tenants.append({"tenant": name, "file": file, "memories": len(shard),
+                        "hnsw": shard.vectors.ann is not None})
+    summaries = f"{prefix}summaries.msgpack"
+    _write_bytes(tmp / summaries, msgpack.packb(replica.summaries))
+    return {
+        "dimension": replica.dimension,
+        "offsets": {b: {str(p): o for p, o in offs.items()} for b, offs in replica.offsets.items()},
+        "applied": replica.applied,
+        "tenants": tenants,
+        "summaries": [summaries],
+    }
+
+
+def manifest(model_id: str, dimension: int, topics: dict[str, str],
+             parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest of a snapshot made of ``parts`` (disjoint tenants and partitions)."""
+    tenants = [t for part in parts for t in part["tenants"]]
+    names = [t["tenant"] for t in tenants]
+    if len(set(names)) != len(names):
+        raise ValueError("snapshot parts share a tenant: they must cover disjoint partitions")
+    offsets: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for base, offs in part["offsets"].items():
+            mine = offsets.setdefault(base, {})
+            for p, o in offs.items():
+                mine[p] = max(mine.get(p, 0), o)
+    return {
+        "format": FORMAT,
+        "model_id": model_id,
+        "dimension": dimension or max((part["dimension"] for part in parts), default=0),
+        "topics": topics,
+        "offsets": offsets,
+        "applied": sum(part["applied"] for part in parts),
+        "tenants": tenants,
+        "summaries": [name for part in parts for name in part["summaries"]],
+        "created_ms": int(time.time() * 1000),
+    }
+
+
 def _mismatch(manifest: dict[str, Any], model_id: str, dimension: int,
               topics: dict[str, str]) -> str | None:
     if manifest.get("format") != FORMAT:
@@ -165,12 +233,15 @@ def _next_seq(directory: Path) -> int:
     return max(seqs, default=0) + 1
 
 
-def _write_json(path: Path, value: Any) -> None:
-    # dumps, not dump: dump streams through the pure-Python encoder, ~10x slower.
-    text = json.dumps(value, separators=(",", ":"))
-    with path.open("w", encoding="utf-8") as fh:
-        fh.write(text)
+def _write_bytes(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
         _fsync(fh)
+
+
+def _read_msgpack(path: Path) -> Any:
+    # Metadata is MessagePack, not JSON: at 1M memories JSON took most of a restart.
+    return msgpack.unpackb(path.read_bytes(), strict_map_key=False)
 
 
 def _fsync(fh: Any) -> None:

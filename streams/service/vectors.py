@@ -60,16 +60,28 @@ class TenantVectors:
         """Append one row (normalized in bulk later, before any search); return its number."""
         row = self.rows
         if row >= self.matrix.shape[0]:
-            capacity = max(row + 1, 2 * self.matrix.shape[0], 1024)
-            grown = np.zeros((capacity, self.dimension), dtype=np.float32)
-            grown[:row] = self.matrix[:row]
-            alive = np.zeros(capacity, dtype=bool)
-            alive[:row] = self.alive[:row]
-            self.matrix, self.alive = grown, alive
+            self._reserve(row + 1)
         self.matrix[row] = vector
         self.alive[row] = True
         self.rows = row + 1
         return row
+
+    def append_block(self, block: np.ndarray) -> None:
+        """Append rows (n × dimension) in one copy."""
+        start, n = self.rows, block.shape[0]
+        if start + n > self.matrix.shape[0]:
+            self._reserve(start + n)
+        self.matrix[start : start + n] = block
+        self.alive[start : start + n] = True
+        self.rows = start + n
+
+    def _reserve(self, rows: int) -> None:
+        capacity = max(rows, 2 * self.matrix.shape[0], 1024)
+        grown = np.zeros((capacity, self.dimension), dtype=np.float32)
+        grown[: self.rows] = self.matrix[: self.rows]
+        alive = np.zeros(capacity, dtype=bool)
+        alive[: self.rows] = self.alive[: self.rows]
+        self.matrix, self.alive = grown, alive
 
     def mark_normalized(self) -> None:
         """Declare every row unit-norm already (loaded from a snapshot)."""

@@ -115,9 +115,10 @@ def test_kill9_restart_and_dropped_snapshot_answer_like_a_fresh_rebuild(
     service.stop()
 
     rebuilt_dir = tmp_path / "rebuilt"
-    done = cli(settings, rebuilt_dir, "rebuild-index")
+    done = cli(settings, rebuilt_dir, "rebuild-index", "--jobs", "2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "rebuilt" in done.stdout and "memories from" in done.stdout
+    assert "2 processes" in done.stdout
     rebuilt = Service(settings, tmp_path, data_dir=rebuilt_dir).start()
     rebuilt.wait_lag_zero()
     assert "loaded snapshot" in rebuilt.log.read_text()

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from streams.service.snapshot import SnapshotStore
+from streams.service.snapshot import SnapshotStore, manifest, write_part
 from streams.service.vectors import IndexPolicy
 from tests.unit.service.conftest import DIM, MODEL
 
@@ -58,3 +59,30 @@ def test_a_half_written_snapshot_is_ignored(replica_factory, tmp_path: Path) -> 
     assert store.current() == first
     assert json.loads((tmp_path / "CURRENT").read_text())["snapshot"] == first.name
     assert store.load(MODEL, DIM, TOPICS, IndexPolicy()) is not None
+
+
+def test_parts_of_disjoint_tenants_load_as_one_replica(replica_factory, tmp_path: Path) -> None:
+    acme, globex = replica_factory(40, tenants=("acme",)), replica_factory(30, tenants=("globex",))
+    acme.offsets["memories.v1"] = {0: 40}
+    globex.offsets["memories.v1"] = {1: 30}
+    globex.summaries = {"globex": {"g1": {"summary_id": "g1", "session_id": "s1"}}}
+    store = SnapshotStore(tmp_path)
+    tmp = store.begin()
+    parts = [write_part(tmp, acme, "p0-"), write_part(tmp, globex, "p1-")]
+    store.commit(tmp, manifest(MODEL, DIM, TOPICS, parts))
+
+    loaded = store.load(MODEL, DIM, TOPICS, IndexPolicy(hnsw_ef_search=64))
+    assert loaded is not None
+    assert loaded.offsets == {"memories.v1": {0: 40, 1: 30}, "summaries.v1": {}}
+    assert loaded.applied == acme.applied + globex.applied
+    assert loaded.summaries == globex.summaries
+    assert answers(loaded, "acme") == answers(acme, "acme")
+    assert answers(loaded, "globex") == answers(globex, "globex")
+
+
+def test_parts_sharing_a_tenant_are_refused(replica_factory, tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    tmp = store.begin()
+    parts = [write_part(tmp, replica_factory(5), "p0-"), write_part(tmp, replica_factory(5), "p1-")]
+    with pytest.raises(ValueError, match="share a tenant"):
+        manifest(MODEL, DIM, TOPICS, parts)
