@@ -69,8 +69,8 @@ def rebuild_index(
 ) -> RebuildReport:
     """Rebuild the snapshot from the log with ``jobs`` processes (default: one per CPU, at
     most one per partition); replaces the current snapshot only when every share is done."""
-    partitions = _feed_partitions(settings)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(partitions)))
+    sizes = _feed_partitions(settings)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(sizes)))
     store = SnapshotStore(settings.serve_snapshot_dir)
     started = time.monotonic()
     tmp = store.begin()
@@ -78,7 +78,7 @@ def rebuild_index(
         if jobs == 1:
             parts = [rebuild_share(settings, None, tmp, "", _Reporter(progress))]
         else:
-            parts = _rebuild_parallel(settings, partitions, jobs, tmp, progress)
+            parts = _rebuild_parallel(settings, balanced_shares(sizes, jobs), tmp, progress)
         model_id = canonical_model_id(settings.embedding_model)
         path = store.commit(tmp, manifest(model_id, 0, feed_topics(settings), parts))
     except BaseException:
@@ -93,7 +93,7 @@ def rebuild_index(
         records=records,
         memories=sum(t["memories"] for part in parts for t in part["tenants"]),
         seconds=seconds, snapshot=str(path), read_s=read_s, snapshot_s=seconds - read_s,
-        jobs=jobs,
+        jobs=len(parts),
     )
 
 
@@ -130,9 +130,9 @@ def rebuild_share(settings: Settings, partitions: list[int] | None, tmp: Path, p
     return {**part, "read_s": read_s}
 
 
-def _rebuild_parallel(settings: Settings, partitions: list[int], jobs: int, tmp: Path,
+def _rebuild_parallel(settings: Settings, shares: list[list[int]], tmp: Path,
                       progress: Progress | None) -> list[dict[str, Any]]:
-    shares = [partitions[j::jobs] for j in range(jobs)]
+    jobs = len(shares)
     counts = [[0, 0] for _ in range(jobs)]  # per share: applied, total
     results: list[dict[str, Any] | None] = [None] * jobs
     lock = threading.Lock()
@@ -182,23 +182,40 @@ def _rebuild_parallel(settings: Settings, partitions: list[int], jobs: int, tmp:
     return [r for r in results if r is not None]
 
 
-def _feed_partitions(settings: Settings) -> list[int]:
-    """Partition numbers of the replica's topics."""
-    from confluent_kafka import KafkaException
+def _feed_partitions(settings: Settings) -> dict[int, int]:
+    """Partition number -> records in it (both topics, low to high watermark)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    from streams.admin import admin_client
-
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "memstream-rebuild-sizes",
+                         "enable.auto.commit": False, "log_level": 3})
+    sizes: dict[int, int] = {}
     try:
-        listed = admin_client(settings).list_topics(timeout=settings.request_timeout_s).topics
+        for full in feed_topics(settings).values():
+            topic = consumer.list_topics(full, timeout=settings.request_timeout_s).topics.get(full)
+            if topic is None or topic.error is not None:
+                raise UnavailableError(f"topic {full} is missing (run `memstream topics create`)")
+            for p in topic.partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(full, p), timeout=settings.request_timeout_s)
+                sizes[p] = sizes.get(p, 0) + max(0, high - low)
     except KafkaException as exc:
         raise UnavailableError(f"broker {settings.bootstrap_servers} unreachable: {exc}") from exc
-    found: set[int] = set()
-    for full in feed_topics(settings).values():
-        topic = listed.get(full)
-        if topic is None or topic.error is not None:
-            raise UnavailableError(f"topic {full} is missing (run `memstream topics create`)")
-        found.update(topic.partitions)
-    return sorted(found)
+    finally:
+        consumer.close()
+    return sizes
+
+
+def balanced_shares(sizes: dict[int, int], jobs: int) -> list[list[int]]:
+    """``jobs`` lists of partitions with sums of sizes as even as the partitions allow
+    (largest first, each to the lightest share): the rebuild takes as long as its largest
+    share, and tenants hash unevenly onto partitions."""
+    shares: list[list[int]] = [[] for _ in range(jobs)]
+    loads = [0] * jobs
+    for p in sorted(sizes, key=lambda p: (-sizes[p], p)):
+        lightest = min(range(jobs), key=lambda j: (loads[j], len(shares[j]), j))
+        shares[lightest].append(p)
+        loads[lightest] += sizes[p]
+    return [sorted(share) for share in shares if share]
 
 
 def _share_main() -> int:
