@@ -229,8 +229,8 @@ def bench_log_rebuild(count: int, tenants: int, args: argparse.Namespace) -> dic
            "snapshot_s": round(report.snapshot_s, 2),
            "memories": report.memories, "raw_fastavro_decode_per_s": round(raw_decode),
            "ratio_to_raw_decode_x_jobs": round(report.rate / (raw_decode * report.jobs), 2)}
-    for done in admin_client(settings).delete_topics(
-            [settings.topic(s.base) for s in TOPIC_SPECS]).values():
+    admin = admin_client(settings)  # kept alive until the deletions are done
+    for done in admin.delete_topics([settings.topic(s.base) for s in TOPIC_SPECS]).values():
         done.result()  # wait: a run that exits first leaves 1.7 GB of log behind
     return out
 
