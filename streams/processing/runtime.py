@@ -302,6 +302,8 @@ class Processor:
                     ctx.agent = self._failed_agent = agent.name
                     agent.process(records, ctx)
             self._failed_agent = None
+            for store in self.stores.values():
+                store.send_changes()
             fault_point("after-process")
             self.producer.flush(self._timeout)
             self._raise_delivery_errors()
