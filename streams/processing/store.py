@@ -239,7 +239,9 @@ def restore_stores(
         pending = set(todo)
         deadline = time.monotonic() + timeout_s
         while pending:
-            msgs = consumer.consume(num_messages=1000, timeout=0.2)
+            # consume() waits its whole timeout unless the batch fills: short, since a store
+            # that is already caught up has only a commit marker left to read.
+            msgs = consumer.consume(num_messages=1000, timeout=0.01)
             for msg in msgs:
                 tp = (msg.topic(), msg.partition())
                 err = msg.error()
