@@ -58,21 +58,31 @@ class MemorizeAgent:
         self.embed_batch_size = embed_batch_size
         self.metrics = metrics
         self.indexes = TenantIndexes(embedder.model_id, embedder.dimension)
+        self._exact_duplicates = metrics.duplicates.labels("exact")
 
     def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
         """Rebuild the tenant indexes from the committed memories of the owned partitions."""
         started = time.monotonic()
         self.indexes.clear()
-        count = 0
+        # Per tenant, added in one call: one faiss add per memory made restarts slow.
+        ids: dict[str, list[str]] = {}
+        vectors: dict[str, list[np.ndarray]] = {}
+        model = self.embedder.model_id
         for partition in partitions:
             if not stores.has("memories", partition):
                 continue
             for _key, memory in stores.store("memories", partition).committed_items():
-                if memory["deleted"] or memory["model_id"] != self.embedder.model_id:
+                if memory["deleted"] or memory["model_id"] != model:
                     continue
-                vector = vector_from_bytes(memory["embedding"], memory["dimension"])
-                self.indexes.add(memory["tenant"], memory["memory_id"], vector, memory["model_id"])
-                count += 1
+                tenant = memory["tenant"]
+                ids.setdefault(tenant, []).append(memory["memory_id"])
+                vectors.setdefault(tenant, []).append(
+                    vector_from_bytes(memory["embedding"], memory["dimension"])
+                )
+        count = 0
+        for tenant, tenant_ids in ids.items():
+            self.indexes.add_many(tenant, tenant_ids, np.vstack(vectors[tenant]), model)
+            count += len(tenant_ids)
         logger.info(
             "memory indexes rebuilt: %d memories in %.2fs", count, time.monotonic() - started
         )
@@ -85,9 +95,10 @@ class MemorizeAgent:
                 self._delete(record, ctx)
         records = [r for r in records if r.topic == "scored.v1"]
         valid = [r for r in records if self._acceptable(r, ctx)]
-        vectors = self._embed_unseen(valid, ctx)
+        known: dict[tuple[str, str], dict[str, Any]] = {}
+        vectors = self._embed_unseen(valid, known, ctx)
         for record in valid:
-            self._memorize(record, vectors, ctx)
+            self._memorize(record, vectors, known, ctx)
         fault_point("memorize-embedded", prepare=ctx.flush)
 
     # -- steps -------------------------------------------------------------------------------
@@ -125,16 +136,23 @@ class MemorizeAgent:
         return True
 
     def _embed_unseen(
-        self, records: list[InputRecord], ctx: BatchContext
+        self,
+        records: list[InputRecord],
+        known: dict[tuple[str, str], dict[str, Any]],
+        ctx: BatchContext,
     ) -> dict[tuple[str, str], np.ndarray]:
-        """Embed each distinct (tenant, content) not yet in the content store, in batches."""
+        """Embed each distinct (tenant, content) not yet in the content store, in batches;
+        the content entries found go into ``known`` (an entry never changes once written)."""
         todo: dict[tuple[str, str], str] = {}
         for r in records:
             slot = (r.value["tenant"], r.value["content_hash"])
-            if slot in todo:
+            if slot in todo or slot in known:
                 continue
-            if ctx.store("content", r.partition).get(f"{slot[0]}{SEP}{slot[1]}") is None:
+            seen = ctx.store("content", r.partition).get(f"{slot[0]}{SEP}{slot[1]}")
+            if seen is None:
                 todo[slot] = r.value["text"]
+            else:
+                known[slot] = seen
         vectors: dict[tuple[str, str], np.ndarray] = {}
         slots = list(todo)
         for start in range(0, len(slots), self.embed_batch_size):
@@ -151,14 +169,19 @@ class MemorizeAgent:
         return vectors
 
     def _memorize(
-        self, record: InputRecord, vectors: dict[tuple[str, str], np.ndarray], ctx: BatchContext
+        self,
+        record: InputRecord,
+        vectors: dict[tuple[str, str], np.ndarray],
+        known: dict[tuple[str, str], dict[str, Any]],
+        ctx: BatchContext,
     ) -> None:
         v = record.value
         tenant, digest = v["tenant"], v["content_hash"]
         content = ctx.store("content", record.partition)
         memories = ctx.store("memories", record.partition)
         content_key = f"{tenant}{SEP}{digest}"
-        seen = content.get(content_key)
+        # Content new at the start of the batch may have been written by an earlier record.
+        seen = known.get((tenant, digest)) or content.get(content_key)
         if seen is not None:
             memory = memories.get(f"{tenant}{SEP}{seen['memory_id']}")
             if memory is None:
@@ -167,7 +190,7 @@ class MemorizeAgent:
                 self._update_value(memory, v)  # a re-score of an event already memorized
             else:
                 self._merge(memory, v, similarity=1.0, match="exact")
-                self.metrics.duplicates.labels("exact").inc()
+                self._exact_duplicates.inc()
             self._save(memory, memories, ctx)
             return
         vector = vectors[(tenant, digest)]

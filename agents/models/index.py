@@ -140,6 +140,18 @@ class TenantIndexes:
             return
         index.add(memory_id, vector, model_id=model_id)
 
+    def add_many(
+        self, tenant: str, ids: Sequence[str], matrix: np.ndarray, model_id: str
+    ) -> None:
+        """Add or replace many of a tenant's vectors at once (rebuilds)."""
+        index = self._indexes.get(tenant)
+        if index is None:
+            index = MemoryIndex(self.model_id, self.dimension, tenant=tenant)
+            index.add_many(ids, matrix, model_id)
+            self._indexes[tenant] = index
+            return
+        index.add_many(ids, matrix, model_id)
+
     def remove(self, tenant: str, memory_id: str) -> bool:
         """Remove a memory's vector from its tenant's index; return whether it was present."""
         index = self._indexes.get(tenant)

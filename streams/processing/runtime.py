@@ -151,6 +151,8 @@ class Processor:
         # Per-batch metric counts, added to the metrics once the batch has committed.
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._outputs: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        # Tenant -> partition (murmur2 in Python costs more than the produce call).
+        self._partition_of: dict[str, int] = {}
         self.consumer = Consumer(self._consumer_config())
         self.producer = Producer(self._producer_config())
 
@@ -302,6 +304,8 @@ class Processor:
                     ctx.agent = self._failed_agent = agent.name
                     agent.process(records, ctx)
             self._failed_agent = None
+            for store in self.stores.values():
+                store.send_changes()
             fault_point("after-process")
             self.producer.flush(self._timeout)
             self._raise_delivery_errors()
@@ -398,7 +402,12 @@ class Processor:
             self._outputs[topic] = target
         full, subject, schema = target
         value = self.codec.encode(subject, schema, record)
-        partition = partition_for_tenant(str(record["tenant"]), self.settings.partitions)
+        tenant = str(record["tenant"])
+        partition = self._partition_of.get(tenant)
+        if partition is None:
+            partition = partition_for_tenant(tenant, self.settings.partitions)
+            if len(self._partition_of) < 100_000:
+                self._partition_of[tenant] = partition
         self._produce(full, partition, key.encode(), value)
         self._counts[("events_out", agent, topic)] += 1
 

@@ -1,10 +1,12 @@
 """State stores: RocksDB (rocksdict) per partition, changelogged, holding committed data only.
 
-A write during a batch goes to the store's *pending* map and, as a changelog record, into
-the batch's Kafka transaction. Only after that transaction commits are the pending writes
-applied to RocksDB, in one atomic WriteBatch together with the changelog offset they reach
-(the checkpoint). So RocksDB never holds a write whose transaction aborted, and after any
-crash a store catches up from its checkpoint by reading the changelog with read_committed.
+A write during a batch goes to the store's *pending* map. When the batch's agents are done,
+``send_changes`` puts one changelog record per written key (its last value) into the
+batch's Kafka transaction, so a key written several times in a batch costs one encoding
+and one record. Only after that transaction commits are the writes applied to RocksDB, in
+one atomic WriteBatch together with the changelog offset they reach (the checkpoint). So
+RocksDB never holds a write whose transaction aborted, and after any crash a store catches
+up from its checkpoint by reading the changelog with read_committed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from rocksdict import Options, Rdict, WriteBatch
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = b"\x00memstream:changelog-offset"
+_ABSENT = object()
+_DELETED = object()
 Emit = Callable[[str, int, bytes, bytes | None], None]
 
 
@@ -88,29 +92,48 @@ class PartitionStore:
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         self._db = Rdict(str(path), options)
-        self._pending: dict[bytes, bytes | None] = {}
+        # This batch's writes not yet sent to the changelog: the values themselves (_DELETED
+        # for a delete), encoded once, by send_changes.
+        self._pending: dict[bytes, Any] = {}
+        # Sent to the changelog, waiting for the commit: encoded values (None: delete).
+        self._sent: dict[bytes, bytes | None] = {}
 
     # -- reads and writes inside a batch ------------------------------------------------
     def get(self, key: str) -> Any | None:
-        """The value of ``key``, seeing this batch's own writes."""
+        """The value of ``key``, seeing this batch's own writes.
+
+        A value this batch wrote is returned as the object that was put, not a copy:
+        change it only to put it back.
+        """
         k = key.encode()
-        if k in self._pending:
-            raw = self._pending[k]
-        else:
-            raw = self._db.get(k)
+        value = self._pending.get(k, _ABSENT)
+        if value is not _ABSENT:
+            return None if value is _DELETED else value
+        raw = self._sent[k] if k in self._sent else self._db.get(k)
         return None if raw is None else decode_value(raw)
 
     def put(self, key: str, value: Any) -> None:
-        """Write ``key`` (applied to RocksDB only once the batch commits)."""
-        k, v = key.encode(), encode_value(value)
-        self._pending[k] = v
-        self._emit(self.changelog, self.partition, k, v)
+        """Write ``key`` (sent by ``send_changes``; applied to RocksDB once the batch commits).
+
+        The store keeps ``value`` itself until then: its state at ``send_changes`` is what
+        is written.
+        """
+        self._pending[key.encode()] = value
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (a tombstone in the changelog)."""
-        k = key.encode()
-        self._pending[k] = None
-        self._emit(self.changelog, self.partition, k, None)
+        self._pending[key.encode()] = _DELETED
+
+    def send_changes(self) -> int:
+        """Produce one changelog record per key written since the last call (its last value)
+        into the open transaction; returns how many."""
+        for k, value in self._pending.items():
+            raw = None if value is _DELETED else encode_value(value)
+            self._sent[k] = raw
+            self._emit(self.changelog, self.partition, k, raw)
+        count = len(self._pending)
+        self._pending.clear()
+        return count
 
     def committed_items(self) -> Iterator[tuple[str, Any]]:
         """Every committed (key, value), for rebuilding derived in-memory state."""
@@ -120,11 +143,16 @@ class PartitionStore:
 
     # -- transaction outcome ------------------------------------------------------------------
     def apply(self, next_offset: int | None) -> None:
-        """The batch committed: write its pending changes and the new checkpoint atomically."""
-        if not self._pending and next_offset is None:
+        """The batch committed: write its sent changes and the new checkpoint atomically."""
+        if self._pending:
+            raise RuntimeError(
+                f"store {self.name}[{self.partition}]: {len(self._pending)} writes were never "
+                "sent to the changelog (send_changes before the commit)"
+            )
+        if not self._sent and next_offset is None:
             return
         batch = WriteBatch(raw_mode=True)
-        for k, v in self._pending.items():
+        for k, v in self._sent.items():
             if v is None:
                 batch.delete(k)
             else:
@@ -132,11 +160,12 @@ class PartitionStore:
         if next_offset is not None:
             batch.put(CHECKPOINT_KEY, str(next_offset).encode())
         self._db.write(batch)
-        self._pending.clear()
+        self._sent.clear()
 
     def discard(self) -> None:
         """The batch aborted: forget its writes."""
         self._pending.clear()
+        self._sent.clear()
 
     @property
     def checkpoint(self) -> int:
@@ -210,7 +239,9 @@ def restore_stores(
         pending = set(todo)
         deadline = time.monotonic() + timeout_s
         while pending:
-            msgs = consumer.consume(num_messages=1000, timeout=0.2)
+            # consume() waits its whole timeout unless the batch fills: short, since a store
+            # that is already caught up has only a commit marker left to read.
+            msgs = consumer.consume(num_messages=1000, timeout=0.01)
             for msg in msgs:
                 tp = (msg.topic(), msg.partition())
                 err = msg.error()

@@ -47,14 +47,17 @@ def test_store_commits_aborts_and_restores(stack_settings: Settings, tmp_path: P
 
     txn.producer.begin_transaction()
     store.put("k1", {"n": 1, "blob": b"\x00\x01"})
+    store.put("k2", {"n": 0})
     store.put("k2", {"n": 2})
     assert store.get("k1") == {"n": 1, "blob": b"\x00\x01"}, "a batch sees its own writes"
+    assert store.send_changes() == 2, "one changelog record per key written"
     txn.commit()
     store.apply(txn.last[(changelog, 1)] + 1)
 
     txn.producer.begin_transaction()
     store.put("k1", {"n": 99})
     store.delete("k2")
+    store.send_changes()
     txn.producer.flush(30)
     txn.producer.abort_transaction(30)
     store.discard()
@@ -64,6 +67,7 @@ def test_store_commits_aborts_and_restores(stack_settings: Settings, tmp_path: P
     txn.producer.begin_transaction()
     store.put("k3", {"n": 3})
     store.delete("k2")
+    store.send_changes()
     txn.commit()
     assert store.get("k3") == {"n": 3}, "pending writes are visible until applied or discarded"
     store.discard()

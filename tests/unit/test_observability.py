@@ -61,6 +61,6 @@ def test_an_embedding_failure_is_counted_and_raised() -> None:
     record = InputRecord("scored.v1", 0, 7, None, None,
                          {"tenant": "acme", "content_hash": "h1", "text": "rotate the keys"})
     with pytest.raises(RuntimeError, match="out of memory"):
-        agent._embed_unseen([record], _Context())  # type: ignore[arg-type]
+        agent._embed_unseen([record], {}, _Context())  # type: ignore[arg-type]
     assert metrics.registry.get_sample_value("memstream_embed_errors_total") == 1.0
     assert metrics.registry.get_sample_value("memstream_embed_seconds_count") == 0.0

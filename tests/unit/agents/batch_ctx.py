@@ -207,7 +207,10 @@ class RecordingBatchContext(BatchContext):
         return [s.record for s in self.sent if s.topic == topic]
 
     def commit(self) -> None:
-        """The batch's transaction committed: apply pending store writes (no changelog offset)."""
+        """The batch's transaction committed: its store writes go to the changelog (as the
+        runtime sends them before the commit), then are applied (no changelog offset)."""
+        for store in self._stores.values():
+            store.send_changes()
         for store in self._stores.values():
             store.apply(None)
         self._marks = (len(self.sent), len(self.dead_letters), len(self.changelog))

@@ -234,6 +234,7 @@ def test_empty_text_is_dead_lettered(agent: ScoreAgent, ctx: RecordingBatchConte
         (0, DeadLetterReason.EMPTY_TEXT, "acme"), (1, DeadLetterReason.EMPTY_TEXT, "acme")
     ]
     assert ctx.dead_letters[0].reason.value == "empty_text"
+    ctx.commit()
     assert ctx.sent == []
     assert ctx.changelog == []
 

@@ -56,6 +56,7 @@ def test_aborted_batch_is_forgotten_and_its_retry_emits_the_same(tmp_path: Path)
     summarize = agent()
     summarize.on_assigned(frozenset({0}), ctx)
     summarize.process(BATCH_1, ctx)
+    store.send_changes()
     store.apply(None)  # committed
 
     summarize.process(BATCH_2, ctx)
@@ -64,6 +65,7 @@ def test_aborted_batch_is_forgotten_and_its_retry_emits_the_same(tmp_path: Path)
     summarize.on_assigned(frozenset({0}), ctx)
     ctx.sent.clear()
     summarize.process(BATCH_2, ctx)
+    store.send_changes()
     store.apply(None)
     assert ctx.sent == aborted
     assert [(r["session_id"], r["event_ids"]) for r in ctx.sent] == [
@@ -98,6 +100,7 @@ def test_one_changelog_record_per_changed_window_per_batch(tmp_path: Path) -> No
     summarize.on_assigned(frozenset({0}), ctx)
     summarize.process([scored(f"e{i}", T0 + i * 1000, session=f"s{i % 3}") for i in range(300)],
                       ctx)
+    store.send_changes()
     keys = [k for k, _v in changelog]
     assert len(keys) == len(set(keys)) == 4  # three windows and the stream time
     store.close()
