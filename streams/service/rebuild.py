@@ -161,7 +161,10 @@ def _rebuild_parallel(settings: Settings, shares: list[list[int]], tmp: Path,
                 else:
                     counts[j] = [message["applied"], message["total"]]
                     if progress is not None:
-                        progress(sum(c[0] for c in counts), sum(c[1] for c in counts))
+                        try:
+                            progress(sum(c[0] for c in counts), sum(c[1] for c in counts))
+                        except Exception:  # keep draining the pipe, or the share blocks
+                            logger.exception("rebuild progress callback failed")
 
     readers = [threading.Thread(target=read, args=(j,), daemon=True) for j in range(jobs)]
     try:
