@@ -50,16 +50,24 @@ def final_summaries(settings: Settings) -> dict[str | None, dict[str, Any]]:
     """The latest summary per key (what compaction keeps), without what depends on timing.
 
     An event's value depends on how far memorize had got when score read its stores
-    (reusability, novelty), so two correct runs may print different values in a summary's
-    text and rank the highlights differently, and its event_id hashes that text. Everything
-    else must be identical, and the text's lines too, values masked and order aside.
+    (reusability, novelty), so two correct runs may give an event different values. A
+    summary's highlights are its most salient contents, salience being value plus
+    repetition: which ones are shown, their order and their printed values may differ, and
+    its event_id hashes that text. Everything else must be identical: ids, window, events,
+    counts, outcome rate, key terms, and every line of the text before the highlights.
     """
     return {
-        key: {**value, "event_id": None,
-              "text": sorted(re.sub(r"\(value [0-9.]+\)", "(value …)", value["text"])
-                             .splitlines())}
+        key: {**value, "event_id": None, "text": _without_highlights(value["text"])}
         for _p, key, value in summary_log(settings)
     }
+
+
+def _without_highlights(text: str) -> list[str]:
+    lines = text.splitlines()
+    if "Highlights:" not in lines:
+        return lines
+    at = lines.index("Highlights:")
+    return [*lines[:at], f"{len(lines) - at - 1} highlights"]
 
 
 def run_clean(settings: Settings, work: Workload, tmp: Path) -> None:
