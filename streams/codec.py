@@ -31,9 +31,18 @@ class CodecError(MemstreamError):
 class AvroCodec:
     """Encode and decode records of registered subjects, with schema ids cached."""
 
-    def __init__(self, registry: SchemaRegistryClient, *, auto_register: bool = False) -> None:
+    def __init__(
+        self,
+        registry: SchemaRegistryClient,
+        *,
+        auto_register: bool = False,
+        logical_types: bool = True,
+    ) -> None:
+        """``logical_types=False`` decodes timestamps as epoch milliseconds instead of
+        datetimes (same bytes, no conversion per record: the read replica wants ints)."""
         self.registry = registry
         self.auto_register = auto_register
+        self.logical_types = logical_types
         self._lock = threading.Lock()
         self._writers: dict[tuple[str, str], tuple[int, Any]] = {}
         self._by_id: dict[int, Any] = {}
@@ -43,6 +52,9 @@ class AvroCodec:
         self._writer_fast: dict[tuple[str, int], tuple[Mapping[str, Any], tuple[int, Any]]] = {}
         self._reader_fast: dict[tuple[int, int], tuple[Mapping[str, Any], Any]] = {}
         self._readers_by_object: dict[int, tuple[Mapping[str, Any], Any]] = {}
+        # (5-byte frame, id(reader schema)) -> (reader schema, writer, resolved reader):
+        # one dict lookup per decoded record.
+        self._decode_fast: dict[tuple[bytes, int], tuple[Any, Any, Any]] = {}
 
     def schema_id(self, subject: str, schema: Mapping[str, Any]) -> int:
         """The registry id of ``schema`` under ``subject`` (looked up once, then cached)."""
@@ -58,17 +70,33 @@ class AvroCodec:
 
     def decode(self, data: bytes, reader_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Decode wire-format bytes; with ``reader_schema`` resolve to that version."""
-        if data is None or len(data) < _HEADER.size:
-            raise CodecError(f"{0 if data is None else len(data)} bytes: too short for Avro")
+        if data is None:
+            raise CodecError("0 bytes: too short for Avro")
+        fast = self._decode_fast.get((data[: _HEADER.size], id(reader_schema)))
+        if fast is not None and fast[0] is reader_schema:
+            writer, reader = fast[1], fast[2]
+        else:
+            writer, reader = self._decoding(data, reader_schema)
+        try:
+            body = io.BytesIO(memoryview(data)[_HEADER.size :])
+            return fastavro.schemaless_reader(body, writer, reader)
+        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+            schema_id = _HEADER.unpack_from(data)[1]
+            raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
+
+    def _decoding(self, data: bytes, reader_schema: Mapping[str, Any] | None) -> tuple[Any, Any]:
+        """(writer, resolved reader) for ``data``'s frame, checked and then cached."""
+        if len(data) < _HEADER.size:
+            raise CodecError(f"{len(data)} bytes: too short for Avro")
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise CodecError(f"magic byte {magic}, expected {MAGIC}: not Confluent-framed Avro")
         writer = self._writer_by_id(schema_id)
         reader = self._resolution(schema_id, writer, reader_schema)
-        try:
-            return fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), writer, reader)
-        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
-            raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
+        if len(self._decode_fast) < 1024:
+            self._decode_fast[(data[: _HEADER.size], id(reader_schema))] = (
+                reader_schema, writer, reader)
+        return writer, reader
 
     # -- caches -------------------------------------------------------------------------
     def _writer(self, subject: str, schema: Mapping[str, Any]) -> tuple[int, Any]:
@@ -89,7 +117,8 @@ class AvroCodec:
             schema_id = self._resolve(subject, Schema(json.dumps(schema), "AVRO"))
             entry = (schema_id, fastavro.parse_schema(dict(schema)))
             self._writers[key] = entry
-            self._by_id.setdefault(schema_id, entry[1])
+            if self.logical_types:  # else decoding parses its own plain copy
+                self._by_id.setdefault(schema_id, entry[1])
             return entry
 
     def _resolve(self, subject: str, schema: Schema) -> int:
@@ -117,7 +146,7 @@ class AvroCodec:
             raise CodecError(f"schema id {schema_id} is unknown to the registry: {exc}") from exc
         except Exception as exc:  # connection errors
             raise UnavailableError(f"schema registry unreachable: {exc}") from exc
-        parsed = fastavro.parse_schema(json.loads(schema.schema_str))
+        parsed = fastavro.parse_schema(self._plain(json.loads(schema.schema_str)))
         self._by_id[schema_id] = parsed
         return parsed
 
@@ -146,7 +175,19 @@ class AvroCodec:
         text = json.dumps(schema, sort_keys=True)
         parsed = self._readers.get(text)
         if parsed is None:
-            parsed = self._readers[text] = fastavro.parse_schema(dict(schema))
+            parsed = self._readers[text] = fastavro.parse_schema(self._plain(dict(schema)))
         if len(self._readers_by_object) < 1024:
             self._readers_by_object[id(schema)] = (schema, parsed)
         return parsed
+
+    def _plain(self, schema: Any) -> Any:
+        return schema if self.logical_types else without_logical_types(schema)
+
+
+def without_logical_types(schema: Any) -> Any:
+    """The schema with every ``logicalType`` removed (same binary encoding)."""
+    if isinstance(schema, dict):
+        return {k: without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [without_logical_types(v) for v in schema]
+    return schema

@@ -8,18 +8,13 @@ batches, every ``snapshot_every_records`` records or ``snapshot_every_s`` second
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection
-from typing import Any
 
-import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from streams.codec import AvroCodec, CodecError
 from streams.exceptions import UnavailableError
@@ -37,65 +32,6 @@ _SCHEMAS = {MEMORIES: "memory", SUMMARIES: "summary"}
 def feed_topics(settings: Settings) -> dict[str, str]:
     """Base name -> full topic name of what the replica consumes."""
     return {base: settings.topic(base) for base in BASES}
-
-
-class RecordDecoder:
-    """Confluent-framed Avro to dicts, fast: timestamps stay epoch milliseconds (the replica
-    wants them so, and skipping the datetime round trip is measurably faster), and a record
-    written with the latest schema is read without schema resolution."""
-
-    def __init__(self, codec: AvroCodec) -> None:
-        self._registry = codec.registry
-        self._readers = {base: _without_logical_types(latest_schema(_SCHEMAS[base]))
-                         for base in BASES}
-        self._parsed_readers = {b: fastavro.parse_schema(s) for b, s in self._readers.items()}
-        self._writers: dict[int, tuple[Any, dict[str, Any]]] = {}
-        # (base, the record's 5-byte frame) -> (writer, reader or None): one lookup per record
-        self._schemas: dict[tuple[str, bytes], tuple[Any, Any]] = {}
-
-    def decode(self, base: str, raw: bytes) -> dict[str, Any]:
-        """The record in ``raw``, resolved to ``base``'s latest schema."""
-        schemas = self._schemas.get((base, raw[:5]))
-        if schemas is None:
-            schemas = self._schemas_for(base, raw)
-        try:
-            return fastavro.schemaless_reader(io.BytesIO(memoryview(raw)[5:]), *schemas)
-        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
-            raise CodecError(f"schema id {_schema_id(raw)}: body does not decode: {exc}") from exc
-
-    def _schemas_for(self, base: str, raw: bytes) -> tuple[Any, Any]:
-        """(writer, reader or None) for ``raw``'s schema id, cached by its 5-byte frame."""
-        if len(raw) < 5 or raw[0] != 0:
-            raise CodecError(f"{len(raw)} bytes: not Confluent-framed Avro")
-        parsed, plain = self._writers.get(_schema_id(raw)) or self._load(_schema_id(raw))
-        # No schema resolution when the writer's schema is the reader's.
-        reader = None if plain == self._readers[base] else self._parsed_readers[base]
-        schemas = self._schemas[(base, raw[:5])] = (parsed, reader)
-        return schemas
-
-    def _load(self, schema_id: int) -> tuple[Any, dict[str, Any]]:
-        try:
-            text = self._registry.get_schema(schema_id).schema_str
-        except SchemaRegistryError as exc:
-            raise CodecError(f"schema id {schema_id} is unknown to the registry: {exc}") from exc
-        except Exception as exc:  # connection errors
-            raise UnavailableError(f"schema registry unreachable: {exc}") from exc
-        plain = _without_logical_types(json.loads(text))
-        entry = self._writers[schema_id] = (fastavro.parse_schema(plain), plain)
-        return entry
-
-
-def _schema_id(raw: bytes) -> int:
-    return int.from_bytes(raw[1:5], "big")
-
-
-def _without_logical_types(schema: Any) -> Any:
-    """The schema with every ``logicalType`` removed (same binary encoding)."""
-    if isinstance(schema, dict):
-        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_without_logical_types(v) for v in schema]
-    return schema
 
 
 class ReplicaFeed:
@@ -117,7 +53,9 @@ class ReplicaFeed:
         self.on_batch = on_batch
         self.topics = feed_topics(settings)
         self._base_of = {full: base for base, full in self.topics.items()}
-        self._decoder = RecordDecoder(AvroCodec(registry_client(settings)))
+        # Timestamps stay epoch milliseconds, as the replica keeps them.
+        self._codec = AvroCodec(registry_client(settings), logical_types=False)
+        self._readers = {base: latest_schema(_SCHEMAS[base]) for base in BASES}
         self.high: dict[tuple[str, int], int] = {}
         self.caught_up = threading.Event()
         self.failed: str | None = None
@@ -213,7 +151,8 @@ class ReplicaFeed:
         return [TopicPartition(tp.topic, tp.partition) for tp in assignment]
 
     def _apply(self, consumer: Consumer, msgs: list) -> None:  # type: ignore[type-arg]
-        replica, base_of, decode = self.replica, self._base_of, self._decoder.decode
+        replica, base_of, decode, readers = (
+            self.replica, self._base_of, self._codec.decode, self._readers)
         with replica.lock:
             for msg in msgs:
                 err = msg.error()
@@ -224,7 +163,7 @@ class ReplicaFeed:
                 base = base_of[msg.topic()]
                 raw = msg.value()
                 try:
-                    value = None if raw is None else decode(base, raw)
+                    value = None if raw is None else decode(raw, readers[base])
                 except UnavailableError as exc:
                     # Registry down: apply nothing more of this partition now; retry later.
                     logger.warning("replica feed waits for the registry: %s", exc)
