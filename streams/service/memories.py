@@ -41,16 +41,16 @@ class TenantMemories:
         self.time_col = np.zeros(0, dtype=np.int64)
         self.value_col = np.zeros(0, dtype=np.float64)
         # New memories whose rows are reserved but not yet written (see ``settle``).
-        self._pending: list[tuple[np.ndarray | bytes, dict[str, Any]]] = []
+        self._pending: list[tuple[bytes, dict[str, Any]]] = []
 
     def __len__(self) -> int:
         return len(self.meta)
 
-    def upsert(self, record: dict[str, Any], vector: np.ndarray | bytes) -> None:
+    def upsert(self, record: dict[str, Any], embedding: bytes) -> None:
         """Insert or update a memory; its vector keeps its row unless the vector changed.
 
         ``record`` is kept as the memory's metadata (the caller hands it over, without
-        its embedding); ``vector`` is an array or little-endian float32 bytes. A new memory's
+        its embedding); ``embedding`` is the vector as little-endian float32 bytes. A new memory's
         row is reserved at once and written with the next ones in one block (``settle``),
         so a rebuild pays one numpy copy per batch, not one per memory."""
         memory_id = record["memory_id"]
@@ -58,11 +58,11 @@ class TenantMemories:
         if row is None:
             self.row_of[memory_id] = self.vectors.rows + len(self._pending)
             self.id_of_row.append(memory_id)
-            self._pending.append((vector, record))
+            self._pending.append((embedding, record))
             self.meta[memory_id] = record
             return
         self.settle()
-        vector = _as_row(vector)
+        vector = np.frombuffer(embedding, dtype="<f4")
         if not _same_direction(self.vectors.matrix[row], vector):
             self.vectors.kill(row)
             row = self.vectors.append(vector)
@@ -83,7 +83,7 @@ class TenantMemories:
             return
         self._pending = []
         start, n = self.vectors.rows, len(pending)
-        block = np.frombuffer(b"".join([_row_bytes(v) for v, _ in pending]), dtype="<f4")
+        block = np.frombuffer(b"".join([e for e, _ in pending]), dtype="<f4")
         self.vectors.append_block(block.reshape(n, self.vectors.dimension))
         self._grow(start + n)
         end, code = start + n, self._code
@@ -199,16 +199,6 @@ def _resized(array: np.ndarray, capacity: int) -> np.ndarray:
     grown = np.zeros(capacity, dtype=array.dtype)
     grown[: array.shape[0]] = array
     return grown
-
-
-def _as_row(vector: np.ndarray | bytes) -> np.ndarray:
-    if isinstance(vector, bytes):
-        return np.frombuffer(vector, dtype="<f4")
-    return np.asarray(vector, dtype=np.float32)
-
-
-def _row_bytes(vector: np.ndarray | bytes) -> bytes:
-    return vector if isinstance(vector, bytes) else np.asarray(vector, dtype="<f4").tobytes()
 
 
 def _same_direction(row: np.ndarray, vector: np.ndarray) -> bool:
