@@ -1,11 +1,13 @@
 # The two commands of the README: `make demo` and `make test`.
-MEMSTREAM_VENV ?= $(HOME)/.cache/memstream/venv
+# The venv is built from uv.lock by scripts/install.sh (fast once uv's cache is warm).
+MEMSTREAM_VENV ?= $(CURDIR)/.venv
 export MEMSTREAM_VENV
 PY := $(MEMSTREAM_VENV)/bin/python
-# Run this clone's code whatever clone the shared venv was installed from.
+# Run this clone's code even when MEMSTREAM_VENV was installed from another clone.
 RUN := PYTHONPATH=$(CURDIR) $(PY)
+UV := $(or $(MEMSTREAM_CACHE_DIR),$(XDG_CACHE_HOME),$(HOME)/.cache)/memstream/uv-0.13.9/bin/uv
 
-.PHONY: install demo test unit up down status lint
+.PHONY: install lock demo test unit up down status lint typecheck
 
 install:
 	@scripts/install.sh
@@ -28,5 +30,12 @@ down: install
 status: install
 	$(RUN) -m streams dev status
 
+# Re-resolve uv.lock within pyproject.toml's ranges (commit the result).
+lock: install
+	$(UV) lock --upgrade
+
 lint: install
 	$(PY) -m ruff check streams agents tests bench
+
+typecheck: install
+	$(PY) -m mypy streams agents
