@@ -1,1 +1,1 @@
-"""Model adapters: sentence embedder, vector index, micro-batching, audio decoding, transcriber."""
+"""Model adapters: sentence embedder, vector index, audio decoding, transcriber."""

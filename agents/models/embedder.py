@@ -68,7 +68,7 @@ class SentenceTransformerEmbedder:
         path = resolve_model_path(name_or_path)
         started = time.perf_counter()
         try:
-            from sentence_transformers import SentenceTransformer
+            from sentence_transformers import SentenceTransformer  # optional: torch
 
             self._model: Any = SentenceTransformer(path, device=device)
         except Exception as exc:

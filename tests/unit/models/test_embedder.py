@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agents.models.batching import MicroBatcher
 from agents.models.embedder import (
     DEFAULT_EMBEDDING_MODEL,
     Embedder,
@@ -65,24 +63,6 @@ def test_count_tokens_counts_model_tokens(embedder: SentenceTransformerEmbedder)
     assert 0 < embedder.count_tokens("hello world") <= 4
     # No truncation: a text longer than the model's window is counted in full.
     assert embedder.count_tokens("word " * 1000) >= 1000
-
-
-def test_batched_embedding_off_the_loop_matches_direct_embedding(
-    embedder: SentenceTransformerEmbedder,
-) -> None:
-    texts = [f"memory number {i} about topic {i % 7}" for i in range(40)]
-
-    async def main() -> list[np.ndarray]:
-        batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
-            embedder.embed, max_batch=16, max_wait_s=0.01
-        )
-        try:
-            return await batcher.submit_many(texts)
-        finally:
-            await batcher.close()
-
-    rows = asyncio.run(main())
-    np.testing.assert_allclose(np.stack(rows), embedder.embed(texts), atol=1e-5)
 
 
 def test_load_failure_is_a_retriable_model_error_naming_the_model(tmp_path: Path) -> None:

@@ -1,0 +1,119 @@
+"""Each role installs from uv.lock with only its declared requirements, and runs there.
+
+A venv per role is built by scripts/install.sh (uv hardlinks from its download cache, so
+each takes seconds once `make install` has run). In it, every module of that role is
+imported and every third-party name its source imports (lazy imports included) must be
+installed: removing a requirement that a module uses fails here. The producer SDK
+(the core, no extras) must install without torch, faiss or whisper, and still produce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.reader import read_topic
+from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Which extras a module needs, by longest matching prefix; anything else is core.
+ROLE_OF_PREFIX = {
+    "streams.processing": "worker",
+    "streams.worker": "worker",
+    "agents": "worker",
+    "streams.service": "serve",
+    "streams.export": "export",
+    "streams.demo": "dev",
+}
+# streams.observability is both roles' (worker and serve export metrics).
+SHARED = {"streams.observability": ("worker", "serve")}
+HEAVY = ("torch", "faiss", "faster_whisper", "ctranslate2", "transformers", "nvidia", "triton")
+
+
+def _modules() -> list[str]:
+    names = []
+    for root in ("streams", "agents"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            if parts[-1] == "__main__":
+                continue
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def _roles_of(module: str) -> tuple[str, ...]:
+    if module in SHARED:
+        return SHARED[module]
+    best = max((p for p in ROLE_OF_PREFIX if module == p or module.startswith(p + ".")),
+               key=len, default=None)
+    return (ROLE_OF_PREFIX[best],) if best else ("core",)
+
+
+def _build_venv(path: Path, extras: str) -> Path:
+    env = dict(os.environ, MEMSTREAM_VENV=str(path), MEMSTREAM_EXTRAS=extras)
+    proc = subprocess.run([str(REPO / "scripts/install.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return path / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def role_venvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    base = tmp_path_factory.mktemp("roles")
+    yield {role: _build_venv(base / (role or "core"), role)
+           for role in ("", "worker", "serve", "export")}
+
+
+def _check(python: Path, extras: str, modules: list[str]) -> dict[str, list[str]]:
+    proc = subprocess.run(
+        [str(python), str(REPO / "tests/integration/role_imports.py"), str(REPO), extras,
+         *modules],
+        cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("role", ["core", "worker", "serve", "export"])
+def test_each_role_imports_only_what_it_declares(role: str, role_venvs: dict[str, Path]) -> None:
+    extras = "" if role == "core" else role
+    modules = [m for m in _modules() if role in _roles_of(m) or "core" in _roles_of(m)]
+    report = _check(role_venvs[extras], extras, modules)
+    assert report == {"missing": [], "failed": []}
+
+
+def test_the_test_environment_has_every_import_of_every_module() -> None:
+    """The venv `make test` runs in is built from the lock alone (dev = every extra)."""
+    report = _check(Path(sys.executable), "worker,serve,torch,export,dev", _modules())
+    assert report == {"missing": [], "failed": []}
+
+
+def test_the_sdk_installs_without_the_models_and_produces(
+        role_venvs: dict[str, Path], provisioned: Settings) -> None:
+    core = role_venvs[""]
+    present = subprocess.run(
+        [str(core), "-c", "import importlib.util as u, sys; "
+         f"print([m for m in {HEAVY!r} if u.find_spec(m)])"],
+        capture_output=True, text=True, timeout=60)
+    assert present.stdout.strip() == "[]", present.stdout
+    line = {"tenant": "acme", "session_id": "s1", "interaction_id": "i1", "kind": "QUERY",
+            "text": "where does the auth service deploy?", "event_id": "sdk-only-1",
+            "event_time": "2026-11-25T10:00:00+00:00"}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+           "MEMSTREAM_BOOTSTRAP_SERVERS": provisioned.bootstrap_servers,
+           "MEMSTREAM_SCHEMA_REGISTRY_URL": provisioned.schema_registry_url,
+           "MEMSTREAM_TOPIC_PREFIX": provisioned.topic_prefix}
+    proc = subprocess.run([str(core), "-m", "streams", "produce", "telemetry.v1", "-"],
+                          input=json.dumps(line) + "\n", capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "sent 1, rejected 0" in proc.stdout
+    ids = [r.value["event_id"] for r in read_topic(provisioned, "telemetry.v1") if r.value]
+    assert ids == ["sdk-only-1"]
