@@ -5,9 +5,8 @@ export MEMSTREAM_VENV
 PY := $(MEMSTREAM_VENV)/bin/python
 # Run this clone's code even when MEMSTREAM_VENV was installed from another clone.
 RUN := PYTHONPATH=$(CURDIR) $(PY)
-UV := $(or $(MEMSTREAM_CACHE_DIR),$(XDG_CACHE_HOME),$(HOME)/.cache)/memstream/uv-0.13.9/bin/uv
 
-.PHONY: install lock demo test unit up down status lint typecheck
+.PHONY: install lock lock-upgrade demo test unit up down status lint typecheck
 
 install:
 	@scripts/install.sh
@@ -30,9 +29,12 @@ down: install
 status: install
 	$(RUN) -m streams dev status
 
-# Re-resolve uv.lock within pyproject.toml's ranges (commit the result).
-lock: install
-	$(UV) lock --upgrade
+# uv.lock after a change to pyproject.toml (lock), or every package at its newest
+# version within pyproject.toml's ranges (lock-upgrade). Commit the result.
+lock:
+	@scripts/install.sh lock
+lock-upgrade:
+	@scripts/install.sh lock --upgrade
 
 lint: install
 	$(PY) -m ruff check streams agents tests bench

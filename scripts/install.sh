@@ -3,6 +3,7 @@
 # and the image use, so a new upstream release cannot change what a fresh machine runs.
 #   MEMSTREAM_VENV    where the venv lives (default: .venv in the clone)
 #   MEMSTREAM_EXTRAS  space-separated extras (default: dev; empty = the producer SDK only)
+# `scripts/install.sh lock [uv lock options]` re-resolves uv.lock instead (make lock).
 # uv itself is installed once, at a pinned version, into the memstream cache; it hardlinks
 # packages from its download cache, so a fresh venv costs seconds once that cache is warm.
 set -euo pipefail
@@ -26,10 +27,15 @@ if [ ! -x "$uv" ]; then
   "$cache/uv-$uv_version/bin/pip" install -q --disable-pip-version-check "uv==$uv_version"
 fi
 
+if [ "${1:-}" = "lock" ]; then
+  shift
+  exec "$uv" --directory "$here" lock "$@"
+fi
+
 args=(sync --locked --python "$python" --no-progress)
 for extra in $extras; do args+=(--extra "$extra"); done
 if [ ! -x "$venv/bin/python" ]; then
-  echo "creating $venv from uv.lock (extras: ${extras:-none}; the first time downloads several GB)" >&2
+  echo "creating $venv from uv.lock (extras: ${extras:-none})" >&2
 fi
 log="$(mktemp)"
 if ! UV_PROJECT_ENVIRONMENT="$venv" "$uv" --directory "$here" "${args[@]}" >"$log" 2>&1; then
