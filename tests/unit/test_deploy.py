@@ -56,8 +56,14 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in (service.get("environment") or {}).items()}
 
 
+# scripts/install.sh's own variables (where the venv goes, which extras), not settings.
+INSTALL_VARIABLES = {"MEMSTREAM_VENV", "MEMSTREAM_EXTRAS"}
+
+
 def _is_known_variable(name: str) -> bool:
     """Whether ``MEMSTREAM_<X>`` is a setting (or a setting's ``_FILE`` secret form)."""
+    if name in INSTALL_VARIABLES:
+        return True
     field = name.removeprefix(ENV_PREFIX).lower()
     if field in _setting_names():
         return True
@@ -244,7 +250,12 @@ def test_dockerfile_is_slim_non_root_and_takes_models_by_build_arg() -> None:
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1] not in {"root", "0"}
-    assert "ARG EMBEDDING_MODELS" in text and "ARG WHISPER_MODELS" in text
+    assert "ARG EMBEDDING_MODEL=" in text and "ARG WHISPER_MODELS" in text
+    # torch is in the build stage only: the runtime stage installs no torch extra, and
+    # its build fails if torch, triton or CUDA wheels got in anyway.
+    build, runtime = text.split("\nFROM ${PYTHON_IMAGE}\n")
+    assert "--extra torch" in build and "--extra torch" not in runtime
+    assert "find_spec(m) for m in ('torch', 'nvidia', 'triton')" in runtime
     assert 'ENTRYPOINT ["memstream"]' in text
     # The image runs the source tree (schemas/ is read from beside streams/).
     for folder in ("streams", "agents", "schemas"):
@@ -332,7 +343,7 @@ def test_buildkit_parses_the_dockerfile_without_warnings(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     names = [i["name"].lower() for i in json.loads(result.stdout)]
-    assert names.count("from") == 1
+    assert names.count("from") == 2  # the ONNX export stage, then the runtime
     assert names[-4:] == ["expose", "healthcheck", "entrypoint", "cmd"]
     assert "user" in names and names.index("user") > max(
         i for i, n in enumerate(names) if n == "run"
