@@ -21,7 +21,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import AnyHttpUrl, BaseModel, Field
 
 from streams.exceptions import MemstreamError
 from streams.mcp.auth import TenantTokenVerifier
@@ -123,7 +123,9 @@ def create_server(settings: Settings, *, transport: Literal["stdio", "http"],
             raise NotConfiguredError("memstream mcp --transport http: no bearer tokens: set "
                                      "MEMSTREAM_API_TOKENS or MEMSTREAM_API_TOKENS_FILE (the "
                                      "read service's list)")
-        url = f"http://{settings.mcp_host}:{settings.mcp_port}"
+        # No OAuth server: the SDK wants an issuer URL, but only advertises it with a
+        # resource_server_url, which stays unset; the bearer tokens are checked locally.
+        url = AnyHttpUrl(f"http://{settings.mcp_host}:{settings.mcp_port}")
         auth = {"token_verifier": TenantTokenVerifier(table),
                 "auth": AuthSettings(issuer_url=url, resource_server_url=None)}
 
