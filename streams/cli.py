@@ -501,7 +501,7 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "httpcore", "urllib3", "faiss.loader"):
+    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app()
