@@ -252,6 +252,15 @@ def test_hostile_inputs_are_refused(live: Any) -> None:
         assert "tok-acme" not in r.text
     with pytest.raises(Exception):  # noqa: B017 - the SDK client fails to connect, any way
         over_http(server, None, lambda c: c.list_tools())
+    # An MCP session belongs to the token that opened it: another tenant's token cannot use it.
+    opened = httpx.post(server.url, json=init, timeout=10,
+                        headers={**accept, "Authorization": "Bearer tok-acme"})
+    assert opened.status_code == 200 and opened.headers.get("mcp-session-id")
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    hijack = httpx.post(server.url, json=listing, timeout=10, headers={
+        **accept, "Authorization": "Bearer tok-globex", "MCP-Protocol-Version": "2025-06-18",
+        "mcp-session-id": opened.headers["mcp-session-id"]})
+    assert hijack.status_code in (403, 404), hijack.status_code
 
 
 def test_stdio_transport_and_its_tenant_check(live: Any) -> None:
