@@ -370,6 +370,53 @@ def serve(
     run_serve(settings)
 
 
+@app.command("context")
+def context(
+    session: Annotated[str, typer.Option("--session", help="the session to build context for")],
+    budget: Annotated[
+        int, typer.Option("--budget", min=16, max=100_000, help="tokens the pack may use")
+    ] = 1024,
+    query: Annotated[
+        str | None, typer.Option("--query", help="what the session is about now")
+    ] = None,
+) -> None:
+    """Print a session's context pack as text (for an assistant's compaction/start hook)."""
+    from streams.client import MemoryClient, pack_text
+
+    settings = _settings()
+    if settings.serve_token is None:
+        raise typer.BadParameter("set MEMSTREAM_SERVE_TOKEN (or MEMSTREAM_SERVE_TOKEN_FILE): a "
+                                 "bearer token of the read service")
+    with MemoryClient(settings.read_service_url, settings.serve_token.get_secret_value()) as client:
+        pack = client.context(session, query or None, token_budget=budget)
+    typer.echo(pack_text(pack, session), nl=False)
+
+
+@app.command("mcp")
+def mcp(
+    transport: Annotated[
+        str, typer.Option("--transport", help="stdio (launched by the assistant) or http")
+    ] = "stdio",
+    port: Annotated[
+        int | None, typer.Option("--port", help="http: overrides MEMSTREAM_MCP_PORT")
+    ] = None,
+) -> None:
+    """The MCP server: tools remember, recall, context, forget; session summaries as resources."""
+    if transport not in ("stdio", "http"):
+        raise typer.BadParameter(f"--transport {transport!r}: stdio or http")
+    try:
+        from streams.mcp.server import run as run_mcp
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("mcp"):
+            raise
+        _say("error: `memstream mcp` needs the mcp extra: pip install 'memstream[mcp]'")
+        raise typer.Exit(2) from None
+    settings = _settings()
+    if port is not None:
+        settings = settings.model_copy(update={"mcp_port": port})
+    run_mcp(settings, "stdio" if transport == "stdio" else "http")
+
+
 @app.command("rebuild-index")
 def rebuild_index(
     jobs: Annotated[
@@ -454,7 +501,7 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "httpcore", "urllib3", "faiss.loader"):
+    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app()

@@ -83,6 +83,10 @@ class MemoryClient:
                 "max_summaries": max_summaries, "consistency_token": consistency_token}
         return dict(self._call("POST", "/v1/context", json=body))
 
+    def whoami(self) -> str:
+        """The tenant the read service maps this client's token to."""
+        return str(self._call("GET", "/v1/whoami")["tenant"])
+
     def get(self, memory_id: str) -> dict[str, Any]:
         """One memory (raises NotFound)."""
         return dict(self._call("GET", f"/v1/memories/{memory_id}"))
@@ -118,3 +122,21 @@ class MemoryClient:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def pack_text(pack: dict[str, Any], session_id: str) -> str:
+    """A context pack as plain text for an assistant's context window: the session's
+    summaries, then the memories, each with its id (empty string for an empty pack)."""
+    summaries = [p for p in pack["pieces"] if p["type"] == "summary"]
+    memories = [p for p in pack["pieces"] if p["type"] != "summary"]
+    if not summaries and not memories:
+        return ""
+    lines = [f"# memstream: remembered context for session {session_id} "
+             f"({pack['tokens_used']} of {pack['token_budget']} tokens)"]
+    if summaries:
+        lines.append("\n## Session summary")
+        lines += [p["text"].strip() for p in summaries]
+    if memories:
+        lines.append("\n## Memories")
+        lines += [f"- {' '.join(p['text'].split())} [memory {p['id']}]" for p in memories]
+    return "\n".join(lines) + "\n"

@@ -154,7 +154,7 @@ def _ask_the_service(
                "MEMSTREAM_TOPIC_PREFIX": settings.topic_prefix,
                "MEMSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                "MEMSTREAM_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
-               "MEMSTREAM_APP_ID": settings.app_id}
+               "MEMSTREAM_APP_ID": settings.app_id, "MEMSTREAM_CONSISTENCY_TIMEOUT_S": "30"}
         log = Path(data_dir) / "serve.log"
         with log.open("wb") as out:
             service = subprocess.Popen([sys.executable, "-m", "streams", "serve", "--plain-logs"],
@@ -176,9 +176,28 @@ def _ask_the_service(
                     first = piece["text"].splitlines()[0]
                     say(f"    {piece['type']:<7} {piece['tokens']:>3} tokens, "
                         f"{len(piece['source_ids'])} source ids: {first[:90]}")
+            _ask_over_mcp(env, url, bearer, session, say)
         finally:
             service.terminate()
             service.wait(30)
+
+
+def _ask_over_mcp(env: dict[str, str], url: str, bearer: str, session: str,
+                  say: Callable[[str], None]) -> None:
+    """`memstream mcp` over stdio, driven by the MCP SDK's client as an assistant would."""
+    say("\n7. an assistant's view: `memstream mcp` over stdio, called by the MCP SDK's client")
+    try:
+        from streams.mcp.demo import mcp_round_trip
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("mcp"):
+            raise
+        say("  skipped: the mcp extra is not installed (pip install 'memstream[mcp]')")
+        return
+    import anyio
+
+    mcp_env = {**env, "MEMSTREAM_SERVE_URL": url, "MEMSTREAM_SERVE_TOKEN": bearer}
+    mcp_env.pop("MEMSTREAM_API_TOKENS", None)
+    anyio.run(mcp_round_trip, mcp_env, session, say)
 
 
 def _wait_healthy(url: str, service: subprocess.Popen[bytes], log: Path) -> None:
@@ -281,7 +300,7 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
         worker.close()
 
     stats = pipeline_stats(settings)
-    say(f"\n7. accounting (`MEMSTREAM_TOPIC_PREFIX={settings.topic_prefix} memstream stats`): "
+    say(f"\n8. accounting (`MEMSTREAM_TOPIC_PREFIX={settings.topic_prefix} memstream stats`): "
         "ingested "
         f"{stats.ingested} = memories {stats.memories} + merged {stats.merged} + in deleted "
         f"memories {stats.deleted_events} + dead-lettered {stats.dead_lettered} + in flight "

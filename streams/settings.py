@@ -15,7 +15,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MEMSTREAM_"
-SECRET_FIELDS = ("sasl_password", "registry_basic_auth", "api_tokens", "summary_llm_api_key")
+SECRET_FIELDS = (
+    "sasl_password", "registry_basic_auth", "api_tokens", "summary_llm_api_key", "serve_token",
+)
 
 
 def _default_cache_dir() -> Path:
@@ -199,6 +201,21 @@ class Settings(BaseSettings):
         5.0, ge=0, description="how long recall/context wait for a consistency token"
     )
 
+    # --- clients of the read service: `memstream mcp` and `memstream context` --------
+    serve_url: str | None = Field(
+        None, description="read service base URL for clients; default http://serve_host:serve_port"
+    )
+    serve_token: SecretStr | None = Field(
+        None, description="bearer token that `memstream context` and `memstream mcp` over stdio "
+        "present to the read service (or *_FILE); it decides their tenant",
+    )
+    mcp_tenant: str | None = Field(
+        None, description="`memstream mcp` over stdio: the tenant; must be the one the read "
+        "service maps serve_token to (checked); unset = that one",
+    )
+    mcp_host: str = Field("127.0.0.1", description="`memstream mcp --transport http` bind address")
+    mcp_port: int = Field(8765, ge=0, le=65535, description="`memstream mcp --transport http` port")
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, data: Any) -> Any:
@@ -222,6 +239,11 @@ class Settings(BaseSettings):
     def worker_data_dir(self) -> Path:
         """Where the worker keeps its RocksDB state stores."""
         return self.data_dir or self.state_dir / "worker" / self.app_id / self.worker_id
+
+    @property
+    def read_service_url(self) -> str:
+        """Where clients reach the read service."""
+        return (self.serve_url or f"http://{self.serve_host}:{self.serve_port}").rstrip("/")
 
     @property
     def serve_snapshot_dir(self) -> Path:

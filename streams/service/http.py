@@ -113,6 +113,12 @@ class Memory(BaseModel):
     scorer_version: str | None
 
 
+class Identity(BaseModel):
+    """Who a bearer token is (clients such as `memstream mcp` check their tenant with it)."""
+
+    tenant: str
+
+
 class Deleted(BaseModel):
     """A delete that went through the log."""
 
@@ -208,6 +214,10 @@ def create_app(service: ReadService) -> FastAPI:
                                  source_ids=list(p.source_ids), similarity=p.similarity)
                     for p in pieces],
             tokens_used=used, token_budget=body.token_budget, model_id=replica.model_id)
+
+    @app.get("/v1/whoami", response_model=Identity)
+    def whoami(tenant: Tenant) -> Identity:
+        return Identity(tenant=tenant)
 
     @app.get("/v1/memories/{memory_id}", response_model=Memory)
     def get_memory(memory_id: str, tenant: Tenant) -> Memory:

@@ -111,6 +111,13 @@ def test_every_v1_request_needs_a_valid_token(client: TestClient) -> None:
     assert client.post("/v1/recall", json=body, headers=ACME).status_code == 200
 
 
+def test_whoami_names_the_token_tenant(client: TestClient) -> None:
+    assert client.get("/v1/whoami", headers=ACME).json() == {"tenant": "acme"}
+    assert client.get("/v1/whoami", headers=GLOBEX).json() == {"tenant": "globex"}
+    assert client.get("/v1/whoami").status_code == 401
+    assert client.get("/v1/whoami", headers={"Authorization": "Bearer x"}).status_code == 401
+
+
 def test_recall_is_scoped_to_the_token_tenant(client: TestClient) -> None:
     body = {"query": "memory number 3 of acme", "k": 5}
     hits = client.post("/v1/recall", json=body, headers=ACME).json()["hits"]
