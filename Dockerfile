@@ -54,7 +54,7 @@ RUN groupadd --system --gid 10001 memstream \
  && mkdir -p /var/lib/memstream && chown memstream:memstream /var/lib/memstream \
  && chmod 0700 /var/lib/memstream \
  && pip install "uv==${UV_VERSION}" \
- && uv sync --locked --no-install-project --no-cache --extra worker --extra serve \
+ && uv sync --locked --no-install-project --no-cache --extra worker --extra serve --extra mcp \
  && pip uninstall -y uv
 # The source tree itself: schemas/ is read from beside streams/, so the app runs from here.
 COPY streams ./streams

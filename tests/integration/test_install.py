@@ -30,6 +30,7 @@ ROLE_OF_PREFIX = {
     "agents": "worker",
     "streams.service": "serve",
     "streams.export": "export",
+    "streams.mcp": "mcp",
     "streams.demo": "dev",
 }
 # streams.observability is both roles' (worker and serve export metrics).
@@ -68,7 +69,7 @@ def _build_venv(path: Path, extras: str) -> Path:
 def role_venvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     base = tmp_path_factory.mktemp("roles")
     yield {role: _build_venv(base / (role or "core"), role)
-           for role in ("", "worker", "serve", "export")}
+           for role in ("", "worker", "serve", "export", "mcp")}
 
 
 def _check(python: Path, extras: str, modules: list[str]) -> dict[str, list[str]]:
@@ -81,7 +82,7 @@ def _check(python: Path, extras: str, modules: list[str]) -> dict[str, list[str]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("role", ["core", "worker", "serve", "export"])
+@pytest.mark.parametrize("role", ["core", "worker", "serve", "export", "mcp"])
 def test_each_role_imports_only_what_it_declares(role: str, role_venvs: dict[str, Path]) -> None:
     extras = "" if role == "core" else role
     modules = [m for m in _modules() if role in _roles_of(m) or "core" in _roles_of(m)]
@@ -91,7 +92,7 @@ def test_each_role_imports_only_what_it_declares(role: str, role_venvs: dict[str
 
 def test_the_test_environment_has_every_import_of_every_module() -> None:
     """The venv `make test` runs in is built from the lock alone (dev = every extra)."""
-    report = _check(Path(sys.executable), "worker,serve,torch,export,dev", _modules())
+    report = _check(Path(sys.executable), "worker,serve,torch,export,mcp,dev", _modules())
     assert report == {"missing": [], "failed": []}
 
 
