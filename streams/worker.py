@@ -133,25 +133,26 @@ def run_worker(
         watchdog = Watchdog(
             stop, stop_grace_s=settings.stop_grace_s, call_grace_s=settings.client_call_grace_s
         ).start()
-    processor = Processor(settings, agents, metrics, watchdog=watchdog, liveness=liveness)
-    changelogs = [processor.changelog_topic(s) for a in agents for s in a.stores]
-    ensure_changelog_topics(settings, changelogs)
-    if settings.metrics_port:
-        metrics.registry.register(StateDirCollector("worker", settings.worker_data_dir))
-        metrics.serve(settings.metrics_port, addr=settings.metrics_host, health=liveness.report)
-        logger.info(
-            "metrics on http://%s:%d/metrics, liveness on /healthz",
-            settings.metrics_host, settings.metrics_port,
-        )
-    logger.info(
-        "worker %s of %s running agents %s", settings.worker_id, settings.app_id,
-        ", ".join(a.name for a in agents),
-    )
     try:
+        processor = Processor(settings, agents, metrics, watchdog=watchdog, liveness=liveness)
+        changelogs = [processor.changelog_topic(s) for a in agents for s in a.stores]
+        ensure_changelog_topics(settings, changelogs)
+        if settings.metrics_port:
+            metrics.registry.register(StateDirCollector("worker", settings.worker_data_dir))
+            metrics.serve(settings.metrics_port, addr=settings.metrics_host,
+                          health=liveness.report)
+            logger.info(
+                "metrics on http://%s:%d/metrics, liveness on /healthz",
+                settings.metrics_host, settings.metrics_port,
+            )
+        logger.info(
+            "worker %s of %s running agents %s", settings.worker_id, settings.app_id,
+            ", ".join(a.name for a in agents),
+        )
         processor.run(stop, on_ready)
     except KafkaException as exc:
-        # Fatal (e.g. fenced by a newer instance with this worker id, or a transaction the
-        # broker can no longer complete): crash-only, a supervisor restarts the worker.
+        # Fatal (e.g. fenced after a broker restart, or a transaction the broker can no
+        # longer complete): crash-only, a supervisor restarts the worker (exit code 1).
         logger.critical("fatal Kafka client error, exiting for a restart: %s", exc)
         raise
     finally:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import KafkaException, Producer
 
@@ -52,6 +54,10 @@ BROKER_DOWN_S = float(os.environ.get("MEMSTREAM_FAULT_BROKER_DOWN_S", "26"))
 REGISTRY_FROZEN_S = float(os.environ.get("MEMSTREAM_FAULT_REGISTRY_FROZEN_S", "30"))
 # After the broker is back: time for the worker to resume or exit, restart and drain.
 RECOVERY_S = 300
+# The worker's watchdog ends a client call this long past its timeout (the test's setting).
+CALL_GRACE_S = "10"
+# Slack for a batch's own work on a loaded machine, on top of a call's timeout and grace.
+STUCK_MARGIN_S = 20
 
 
 def _provision(settings: Settings, work: Workload) -> None:
@@ -62,6 +68,21 @@ def _provision(settings: Settings, work: Workload) -> None:
 
 def _log_tail(log: Path) -> str:
     return log.read_text(errors="replace")[-4000:]
+
+
+def _not_stuck(proc: subprocess.Popen[bytes], settings: Settings, log: Path) -> None:
+    """A live worker's loop comes round: no client call blocks it much past its timeout
+    (the worker's own watchdog ends it first). An exited or starting worker passes."""
+    if proc.poll() is not None:
+        return
+    try:
+        _status, body = healthz(settings.metrics_port)
+    except httpx.TransportError:
+        return  # not serving yet (loading models) or just exited
+    limit = settings.request_timeout_s + float(CALL_GRACE_S) + STUCK_MARGIN_S
+    assert body["loop_age_s"] <= limit, (
+        f"the worker is alive but its loop has been stuck for {body['loop_age_s']}s: "
+        f"{body}\n{_log_tail(log)}")
 
 
 @pytest.mark.timeout(1200)
@@ -84,7 +105,7 @@ def test_broker_killed_mid_run_worker_resumes_exactly_once(
     settings = runs["crash"].model_copy(update={"metrics_port": free_port()})
     log = tmp_path / "crash" / "worker.log"
     expected = work.ingested + len(work.poison_empty) + len(work.garbage)
-    env = {"MEMSTREAM_CLIENT_CALL_GRACE_S": "10", "MEMSTREAM_STOP_GRACE_S": "20"}
+    env = {"MEMSTREAM_CLIENT_CALL_GRACE_S": CALL_GRACE_S, "MEMSTREAM_STOP_GRACE_S": "20"}
     proc = start_worker(settings, log, extra_env=env)
     wait_ready(log, 0)
     deadline = time.monotonic() + 120
@@ -95,7 +116,10 @@ def test_broker_killed_mid_run_worker_resumes_exactly_once(
     os.kill(component_pid(fault_stack, "kafka"), signal.SIGKILL)
     with log.open("a") as out:
         out.write(f"\n=== test: kafka killed (-9), restarting in {BROKER_DOWN_S:.0f}s ===\n")
-    time.sleep(BROKER_DOWN_S)
+    back = time.monotonic() + BROKER_DOWN_S
+    while time.monotonic() < back:
+        _not_stuck(proc, settings, log)
+        time.sleep(1)
     fault_stack.up(print)
     with log.open("a") as out:
         out.write("\n=== test: kafka restarted ===\n")
@@ -113,6 +137,7 @@ def test_broker_killed_mid_run_worker_resumes_exactly_once(
                 proc = start_worker(settings, log, extra_env=env)
                 wait_ready(log, since, timeout=180)
                 continue
+            _not_stuck(proc, settings, log)
             try:
                 drained, stats = drain_state(settings, expected)
             except KafkaException as exc:  # the coordinator is still loading: ask again

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from streams.observability import WorkerMetrics
-from streams.processing.watchdog import EXIT_STALLED, EXIT_STOP_TIMEOUT, Liveness
+from streams.processing.watchdog import EXIT_STALLED, EXIT_STOP_TIMEOUT, Liveness, Watchdog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,3 +176,47 @@ def test_healthz_answers_next_to_metrics() -> None:
     assert stalled.status_code == 503
     assert json.loads(stalled.text)["live"] is False
     assert "memstream_transactions_total" in httpx.get(f"{base}/metrics", timeout=2).text
+
+
+class HangingProducer:
+    """send_offsets_to_transaction blocks past its timeout until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, offsets: object, meta: object, timeout: float) -> None:
+        self.release.wait(30)
+
+    def commit_transaction(self, timeout: float) -> None:
+        raise AssertionError("committed after a stuck send_offsets_to_transaction")
+
+
+class FakeConsumer:
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+def test_the_runtime_guards_its_transaction_calls(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    """Processor._commit runs send_offsets_to_transaction under the watchdog's deadline."""
+    from confluent_kafka import TopicPartition
+
+    from streams.processing.runtime import Processor
+
+    settings = settings_factory(request_timeout_s=0.2, metrics_port=0)
+    exits: list[int] = []
+    producer = HangingProducer()
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        producer.release.set()
+
+    watchdog = Watchdog(threading.Event(), stop_grace_s=5, call_grace_s=0.3, exit=fake_exit)
+    watchdog.start(signals=False)
+    processor = Processor(settings, [], watchdog=watchdog)
+    processor.producer, processor.consumer = producer, FakeConsumer()  # type: ignore[assignment]
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="committed after"):
+        processor._commit([TopicPartition("t", 0, 1)])
+    watchdog.close()
+    assert exits == [EXIT_STALLED]
+    assert time.monotonic() - started < 3
