@@ -165,12 +165,17 @@ class Processor:
 
     # -- configuration -------------------------------------------------------------------
     def _consumer_config(self) -> dict[str, Any]:
+        # Static membership: a restarted worker takes its old place at once, without waiting
+        # for the session of its killed predecessor to time out. After a broker restart
+        # librdkafka may find the member fenced (fatal): the worker exits and is restarted.
+        static = (
+            {"group.instance.id": f"{self.settings.app_id}-{self.settings.worker_id}"}
+            if self.settings.static_membership else {}
+        )
         return {
             **self.settings.kafka_client_config(),
             "group.id": self.settings.app_id,
-            # Static membership: a restarted worker takes its old place at once, without
-            # waiting for the session of its killed predecessor to time out.
-            "group.instance.id": f"{self.settings.app_id}-{self.settings.worker_id}",
+            **static,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
@@ -209,6 +214,7 @@ class Processor:
         )
         if on_ready:
             on_ready()
+        self.liveness.beat(in_hand=False)
         backoff = 0.5
         try:
             while not stop.is_set():

@@ -220,3 +220,12 @@ def test_the_runtime_guards_its_transaction_calls(settings_factory) -> None:  # 
     watchdog.close()
     assert exits == [EXIT_STALLED]
     assert time.monotonic() - started < 3
+
+
+def test_static_membership_can_be_turned_off(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    from streams.processing.runtime import Processor
+
+    on = Processor(settings_factory(metrics_port=0, app_id="a", worker_id="w-3"), [])
+    off = Processor(settings_factory(metrics_port=0, static_membership=False), [])
+    assert on._consumer_config()["group.instance.id"] == "a-w-3"
+    assert "group.instance.id" not in off._consumer_config()
