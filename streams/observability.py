@@ -10,12 +10,23 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
@@ -122,9 +133,45 @@ class WorkerMetrics:
             "memstream_transactions", "Kafka transactions by outcome", ["outcome"], registry=r
         )
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        """Expose ``/metrics`` on ``addr:port`` in a background thread."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(
+        self, port: int, addr: str = "127.0.0.1", health: Callable[[], Health] | None = None
+    ) -> None:
+        """Expose ``/metrics`` on ``addr:port`` in a background thread; with ``health``, also
+        ``/healthz``: 200 when it reports live, 503 otherwise, its report as JSON."""
+        if health is None:
+            start_http_server(port, addr=addr, registry=self.registry)
+            return
+        app = _with_health(make_wsgi_app(self.registry), health)
+        server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+
+
+class Health(Protocol):
+    """What a liveness check returns (streams.processing.watchdog.LivenessReport)."""
+
+    live: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON body."""
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """No access log line per scrape."""
+
+
+def _with_health(metrics_app: Any, health: Callable[[], Health]) -> Any:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        report = health()
+        body = json.dumps(report.as_dict()).encode()
+        status = "200 OK" if report.live else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
 
 
 class StateDirCollector(Collector):

@@ -91,6 +91,23 @@ class Settings(BaseSettings):
     batch_max_wait_s: float = Field(0.05, gt=0, description="wait for a fuller batch at most")
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     session_timeout_ms: int = Field(10_000, ge=6000)
+    static_membership: bool = Field(
+        True, description="group.instance.id = <app_id>-<worker_id>: a restarted worker gets "
+        "its partitions back at once; off, a crashed worker's partitions wait for its session "
+        "to time out, but a broker restart cannot fence the worker",
+    )
+    liveness_timeout_s: float = Field(
+        300.0, gt=0, description="worker /healthz fails when its loop has not come round, or "
+        "has committed nothing with input waiting, for this long",
+    )
+    stop_grace_s: float = Field(
+        30.0, gt=0, description="after SIGTERM the worker finishes its batch; past this it "
+        "hard-exits (code 4)",
+    )
+    client_call_grace_s: float = Field(
+        15.0, gt=0, description="a Kafka client call still blocked this long after its own "
+        "timeout hard-exits the worker (code 3) for its supervisor to restart it",
+    )
     embedding_model: str = Field(
         "all-MiniLM-L6-v2", description="sentence-transformers model name or path"
     )

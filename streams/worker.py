@@ -7,9 +7,12 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 
+from confluent_kafka import KafkaException
+
 from streams.admin import ensure_changelog_topics, ensure_topics
 from streams.observability import StateDirCollector, WorkerMetrics
-from streams.processing.runtime import Agent, Processor, install_stop_handlers
+from streams.processing.runtime import Agent, Processor
+from streams.processing.watchdog import Liveness, Watchdog
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -122,20 +125,36 @@ def run_worker(
     metrics = WorkerMetrics()
     ensure_topics(settings)
     agents = build_agents(settings, names, metrics)
-    processor = Processor(settings, agents, metrics)
-    changelogs = [processor.changelog_topic(s) for a in agents for s in a.stores]
-    ensure_changelog_topics(settings, changelogs)
-    if settings.metrics_port:
-        metrics.registry.register(StateDirCollector("worker", settings.worker_data_dir))
-        metrics.serve(settings.metrics_port, addr=settings.metrics_host)
-        logger.info(
-            "metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
-        )
     stop = stop or threading.Event()
+    liveness = Liveness(settings.liveness_timeout_s)
+    watchdog = None
     if threading.current_thread() is threading.main_thread():
-        install_stop_handlers(stop)
-    logger.info(
-        "worker %s of %s running agents %s", settings.worker_id, settings.app_id,
-        ", ".join(a.name for a in agents),
-    )
-    processor.run(stop, on_ready)
+        # A process of its own: SIGTERM always ends it, and so does a stuck client call.
+        watchdog = Watchdog(
+            stop, stop_grace_s=settings.stop_grace_s, call_grace_s=settings.client_call_grace_s
+        ).start()
+    try:
+        processor = Processor(settings, agents, metrics, watchdog=watchdog, liveness=liveness)
+        changelogs = [processor.changelog_topic(s) for a in agents for s in a.stores]
+        ensure_changelog_topics(settings, changelogs)
+        if settings.metrics_port:
+            metrics.registry.register(StateDirCollector("worker", settings.worker_data_dir))
+            metrics.serve(settings.metrics_port, addr=settings.metrics_host,
+                          health=liveness.report)
+            logger.info(
+                "metrics on http://%s:%d/metrics, liveness on /healthz",
+                settings.metrics_host, settings.metrics_port,
+            )
+        logger.info(
+            "worker %s of %s running agents %s", settings.worker_id, settings.app_id,
+            ", ".join(a.name for a in agents),
+        )
+        processor.run(stop, on_ready)
+    except KafkaException as exc:
+        # Fatal (e.g. fenced after a broker restart, or a transaction the broker can no
+        # longer complete): crash-only, a supervisor restarts the worker (exit code 1).
+        logger.critical("fatal Kafka client error, exiting for a restart: %s", exc)
+        raise
+    finally:
+        if watchdog is not None:
+            watchdog.close()

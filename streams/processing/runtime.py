@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ from streams.exceptions import MemstreamError
 from streams.observability import WorkerMetrics
 from streams.partitioning import partition_for_tenant
 from streams.processing.store import PartitionStore, restore_stores
+from streams.processing.watchdog import Liveness, Watchdog
 from streams.registry import latest_schema, registry_client, subject_for
 from streams.settings import Settings
 from streams.topics import LARGEST_MESSAGE_BYTES, topic_spec
@@ -109,7 +111,7 @@ class BatchContext(StoreAccess):
 
     def flush(self) -> None:
         """Deliver what was sent so far to the broker (still inside the open transaction)."""
-        self._processor.producer.flush(self._processor.settings.request_timeout_s)
+        self._processor.flush()
 
 
 class Processor:
@@ -121,8 +123,13 @@ class Processor:
         agents: Sequence[Agent],
         metrics: WorkerMetrics | None = None,
         codec: AvroCodec | None = None,
+        *,
+        watchdog: Watchdog | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.settings = settings
+        self.watchdog = watchdog
+        self.liveness = liveness or Liveness(settings.liveness_timeout_s)
         self.agents = list(agents)
         self.metrics = metrics or WorkerMetrics()
         self.codec = codec or AvroCodec(registry_client(settings))
@@ -158,12 +165,17 @@ class Processor:
 
     # -- configuration -------------------------------------------------------------------
     def _consumer_config(self) -> dict[str, Any]:
+        # Static membership: a restarted worker takes its old place at once, without waiting
+        # for the session of its killed predecessor to time out. After a broker restart
+        # librdkafka may find the member fenced (fatal): the worker exits and is restarted.
+        static = (
+            {"group.instance.id": f"{self.settings.app_id}-{self.settings.worker_id}"}
+            if self.settings.static_membership else {}
+        )
         return {
             **self.settings.kafka_client_config(),
             "group.id": self.settings.app_id,
-            # Static membership: a restarted worker takes its old place at once, without
-            # waiting for the session of its killed predecessor to time out.
-            "group.instance.id": f"{self.settings.app_id}-{self.settings.worker_id}",
+            **static,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
@@ -193,13 +205,16 @@ class Processor:
 
     # -- main loop ----------------------------------------------------------------------
     def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
-        """Process until ``stop`` is set; a fatal Kafka error propagates (crash-only)."""
-        self.producer.init_transactions(self._timeout * 4)
+        """Process until ``stop`` is set; a fatal Kafka error propagates (crash-only: the
+        supervisor restarts the worker, and the restart is exactly-once)."""
+        with self._guard("init_transactions", self._timeout * 4):
+            self.producer.init_transactions(self._timeout * 4)
         self.consumer.subscribe(
             list(self._dispatch), on_assign=self._on_assign, on_revoke=self._on_revoke
         )
         if on_ready:
             on_ready()
+        self.liveness.beat(in_hand=False)
         backoff = 0.5
         try:
             while not stop.is_set():
@@ -209,6 +224,7 @@ class Processor:
                 )
                 self._maybe_report_lag()
                 msgs = [m for m in msgs if self._usable(m)]
+                self.liveness.beat(in_hand=bool(msgs))
                 if not msgs:
                     continue
                 try:
@@ -227,7 +243,30 @@ class Processor:
                                      len(msgs))
                     self._isolate(msgs)
         finally:
+            self.liveness.stopped()
             self.close()
+
+    def _guard(self, call: str, timeout_s: float) -> AbstractContextManager[None]:
+        """The watchdog's deadline for a blocking client call (librdkafka's transactional
+        calls have been seen blocking far past their timeout after a broker restart)."""
+        if self.watchdog is None:
+            return nullcontext()
+        return self.watchdog.deadline(call, timeout_s)
+
+    def flush(self) -> None:
+        """Deliver what was produced so far (inside the open transaction), bounded."""
+        with self._guard("flush", self._timeout):
+            self.producer.flush(self._timeout)
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Send the consumed offsets into the transaction and commit it."""
+        with self._guard("send_offsets_to_transaction", self._timeout):
+            self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), self._timeout
+            )
+        fault_point("before-commit")
+        with self._guard("commit_transaction", self._timeout):
+            self.producer.commit_transaction(self._timeout)
 
     def _isolate(self, msgs: list[Message]) -> None:
         """Process a failed batch's records one transaction each; a record an agent still
@@ -256,12 +295,8 @@ class Processor:
                                        msg.value())
             detail = f"{type(exc).__name__}: {exc}"[:1000]
             self._dead_letter_at(source, DeadLetterReason.PROCESSING_FAILED, detail, agent, None)
-            self.producer.flush(self._timeout)
-            self.producer.send_offsets_to_transaction(
-                [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)],
-                self.consumer.consumer_group_metadata(), self._timeout,
-            )
-            self.producer.commit_transaction(self._timeout)
+            self.flush()
+            self._commit([TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)])
         except BaseException:
             self._abort({(msg.topic(), msg.partition()): msg.offset()})
             raise
@@ -307,14 +342,9 @@ class Processor:
             for store in self.stores.values():
                 store.send_changes()
             fault_point("after-process")
-            self.producer.flush(self._timeout)
+            self.flush()
             self._raise_delivery_errors()
-            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-            self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), self._timeout
-            )
-            fault_point("before-commit")
-            self.producer.commit_transaction(self._timeout)
+            self._commit([TopicPartition(t, p, o + 1) for (t, p), o in last.items()])
         except BaseException:
             self._abort(first)
             raise
@@ -329,6 +359,7 @@ class Processor:
     def _committed(self) -> None:
         """Count a committed transaction and what it carried."""
         self.metrics.transactions.labels("commit").inc()
+        self.liveness.progress()
         for (metric, agent_name, label), count in self._counts.items():
             getattr(self.metrics, metric).labels(agent_name, label).inc(count)
         self._counts.clear()
@@ -372,7 +403,8 @@ class Processor:
         for store in self.stores.values():
             store.discard()
         try:
-            self.producer.abort_transaction(self._timeout)
+            with self._guard("abort_transaction", self._timeout):
+                self.producer.abort_transaction(self._timeout)
         except KafkaException:
             logger.exception("abort_transaction failed")
             raise
@@ -553,11 +585,13 @@ class Processor:
             return
         for (agent_name, base), lag in totals.items():
             self.metrics.consumer_lag.labels(agent_name, base).set(lag)
+        self.liveness.set_backlog(sum(totals.values()))
 
     def close(self) -> None:
         """Leave the group and close stores."""
         try:
-            self.consumer.close()
+            with self._guard("consumer close", self._timeout):
+                self.consumer.close()
         finally:
             for store in self.stores.values():
                 store.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from streams.admin import ensure_topics
 from streams.devstack.stack import DevStack
 from streams.registry import register_all
 from streams.settings import Settings, load_settings
+from tests.integration.harness import free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -50,3 +53,42 @@ def provisioned(stack_settings: Settings) -> Settings:
     ensure_topics(stack_settings)
     register_all(stack_settings, progress=lambda _m: None)
     return stack_settings
+
+
+@pytest.fixture(scope="session")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """A stack of its own for the tests that kill or freeze the broker or the registry:
+    never the shared one, which other tests (and other sessions) are using.
+
+    Its state lives in a temporary directory and its ports are free ones, unless
+    ``MEMSTREAM_FAULT_STACK_DIR`` and ``MEMSTREAM_FAULT_STACK_PORTS`` (kafka,controller,
+    registry) name a stack to reuse; one this fixture did not start is left running.
+    """
+    ports = os.environ.get("MEMSTREAM_FAULT_STACK_PORTS")
+    kafka, controller, registry = (
+        [int(p) for p in ports.split(",")] if ports else [free_port() for _ in range(3)]
+    )
+    home = os.environ.get("MEMSTREAM_FAULT_STACK_DIR")
+    stack = DevStack(load_settings(
+        state_dir=Path(home) if home else tmp_path_factory.mktemp("fault-stack"),
+        dev_kafka_port=kafka, dev_controller_port=controller, dev_registry_port=registry,
+    ))
+    already = all(c.answering and c.ours for c in stack.status())
+    if not already:
+        stack.up(print)
+    yield stack
+    if not already:
+        stack.down(print)
+
+
+@pytest.fixture
+def fault_settings(fault_stack: DevStack, request: pytest.FixtureRequest) -> Settings:
+    """Settings for a test on the fault stack, with a topic prefix of its own."""
+    name = request.node.name[:40]
+    return load_settings(
+        bootstrap_servers=fault_stack.bootstrap,
+        schema_registry_url=fault_stack.registry_url,
+        topic_prefix=f"pytest.{name}.{uuid.uuid4().hex[:8]}.",
+        partitions=2,
+        request_timeout_s=10.0,
+    )

@@ -17,6 +17,7 @@ import httpx
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.devstack.stack import DevStack
 from streams.events import Feedback, TelemetryEvent
 from streams.processing.store import decode_value
 from streams.producer import MemstreamProducer
@@ -123,6 +124,18 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
     return proc.wait(timeout)
 
 
+def stop_or_kill(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """``stop_worker``; a worker SIGTERM does not stop is killed, and that is an error."""
+    if proc.poll() is not None:
+        return proc.returncode
+    try:
+        return stop_worker(proc, timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+        raise AssertionError(f"SIGTERM did not stop the worker within {timeout:.0f}s") from None
+
+
 def _behind(settings: Settings) -> int:
     """Records the app has not yet committed past, per input topic and partition, counting
     one trailing transaction marker as caught up (cheap: offsets only, no reading)."""
@@ -147,17 +160,48 @@ def wait_drained(settings: Settings, ingested: int, timeout: float = 600) -> Non
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        if _behind(settings) == 0:
-            stats = pipeline_stats(settings)
-            last = stats
-            if (
-                stats.ingested >= ingested
-                and stats.in_flight == 0
-                and all(v == 0 for v in stats.lag.values())
-            ):
-                return
+        drained, last = drain_state(settings, ingested)
+        if drained:
+            return
         time.sleep(2)
     raise AssertionError(f"pipeline not drained after {timeout}s: {last}")
+
+
+def drain_state(settings: Settings, ingested: int) -> tuple[bool, object]:
+    """Whether the pipeline has drained (see ``wait_drained``), and the stats it read."""
+    if _behind(settings) != 0:
+        return False, None
+    stats = pipeline_stats(settings)
+    drained = (
+        stats.ingested >= ingested
+        and stats.in_flight == 0
+        and all(v == 0 for v in stats.lag.values())
+    )
+    return drained, stats
+
+
+def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The app's committed offset per partition of ``topic`` (base name); -1: none yet."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.app_id,
+                         "enable.auto.commit": False, "log_level": 3})
+    try:
+        tps = [TopicPartition(settings.topic(topic), p) for p in range(settings.partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=30)}
+    finally:
+        consumer.close()
+
+
+def component_pid(stack: DevStack, name: str) -> int:
+    """The pid of a running component (``kafka``, ``registry``) of a stack memstream started."""
+    (status,) = [c for c in stack.status() if c.name == name]
+    assert status.pid is not None and status.ours, f"{name} of {stack.home} is not running"
+    return status.pid
+
+
+def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    """A worker's /healthz: status code and JSON body."""
+    response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    return response.status_code, response.json()
 
 
 def scored(settings: Settings) -> list[dict[str, Any]]:

@@ -108,7 +108,17 @@ def test_every_long_running_service_has_a_health_check(services: dict[str, Any])
             assert service["healthcheck"]["test"], name
     for name in ("worker", "worker-1"):
         probe = " ".join(services[name]["healthcheck"]["test"])
-        assert "/metrics" in probe and "MEMSTREAM_METRICS_PORT" in probe
+        assert "/healthz" in probe and "MEMSTREAM_METRICS_PORT" in probe
+
+
+def test_workers_are_restarted_when_they_exit(services: dict[str, Any]) -> None:
+    """A fenced or stuck worker exits non-zero (crash-only): its supervisor must restart it.
+    (worker-1 inherits the worker's keys through the YAML merge.)"""
+    for name in ("worker", "worker-1"):
+        assert services[name]["restart"] in {"always", "unless-stopped"}, name
+        grace = int(str(services[name]["stop_grace_period"]).removesuffix("s"))
+        assert grace > Settings.model_fields["stop_grace_s"].default, (
+            f"{name}: compose must wait longer than the worker's own stop grace")
 
 
 def test_ports_bind_to_localhost_each_with_its_own_variable(services: dict[str, Any]) -> None:
