@@ -198,6 +198,28 @@ class Settings(BaseSettings):
     consistency_timeout_s: float = Field(
         5.0, ge=0, description="how long recall/context wait for a consistency token"
     )
+    consistency_max_waiters: int = Field(
+        8, ge=1, description="requests of one tenant waiting on consistency tokens at once; "
+        "more get 429",
+    )
+    serve_max_body_bytes: int = Field(
+        512 * 1024, ge=1024, description="largest request body (413 above); the largest valid "
+        "request (a 32,000-character query, every character \\u-escaped) is under 400 KB",
+    )
+    serve_header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection must send a request's headers within this (closed "
+        "otherwise)",
+    )
+    serve_body_timeout_s: float = Field(
+        15.0, gt=0, description="a request's body must arrive within this after its headers"
+    )
+    serve_keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections close after")
+    serve_max_connections: int = Field(
+        256, ge=1, description="open connections at most; more are closed at once"
+    )
+    ready_cache_s: float = Field(
+        2.0, ge=0, description="/readyz answers from its last check for this long"
+    )
 
     @model_validator(mode="before")
     @classmethod

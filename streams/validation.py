@@ -18,7 +18,7 @@ _MISSING = object()
 # key (no ':') and a URL path segment, and is the same string in every normal form.
 TENANT_MAX_CHARS = 64
 TENANT_RULE = "1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
-_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (TENANT_MAX_CHARS - 1))
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0," + str(TENANT_MAX_CHARS - 1) + "}")
 
 
 def tenant_problem(tenant: object) -> str | None:

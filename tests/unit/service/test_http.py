@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
-from streams.service import http
+from streams.partitioning import partition_for_tenant
 from streams.service.auth import TokenTable
+from streams.service.consistency import ConsistencyGate
 from streams.service.core import MissingModel, ModelNotLoadedError, ReadService, ServiceMetrics
 from streams.service.http import create_app
+from streams.service.readiness import Readiness
 from streams.settings import load_settings
 from tests.unit.service.conftest import DIM, MODEL, unit
 
@@ -36,7 +39,8 @@ class FakeFeed:
     failed = None
     topics = {"memories.v1": "memories.v1", "summaries.v1": "summaries.v1"}
 
-    def __init__(self) -> None:
+    def __init__(self, replica: Any = None) -> None:
+        self.replica = replica
         self.caught_up = threading.Event()
         self.caught_up.set()
 
@@ -44,9 +48,36 @@ class FakeFeed:
         return 0
 
 
-class FakeGate:
-    def wait(self, positions: list[Any], timeout_s: float | None = None) -> None:
-        self.waited = positions
+class FakeOffsets:
+    """A broker where the worker group has consumed everything (``committed`` huge, every
+    end 0), or, with ``stuck``, where nothing ever commits and each read takes ``delay``."""
+
+    def __init__(self, stuck: bool = False, delay: float = 0.0) -> None:
+        self.stuck, self.delay = stuck, delay
+        self.reads = 0
+
+    def _read(self, timeout: float) -> None:
+        self.reads += 1
+        time.sleep(min(self.delay, timeout))
+
+    def committed(self, topic: str, partition: int, timeout: float) -> int:
+        self._read(timeout)
+        return 0 if self.stuck else 2**62
+
+    def end(self, topic: str, partition: int, timeout: float) -> int:
+        self._read(timeout)
+        return 0
+
+    def no_data_between(self, topic: str, partition: int, start: int, end: int,
+                        timeout: float) -> bool:
+        self._read(timeout)
+        return not self.stuck
+
+    def partition_count(self, topic: str, timeout: float) -> int | None:
+        return 4
+
+    def close(self) -> None:
+        pass
 
 
 class FakeTombstones:
@@ -57,7 +88,7 @@ class FakeTombstones:
         n = int(memory["memory_id"].rsplit("m", 1)[1])
         with self.replica.lock:
             self.replica.apply("memories.v1", 0, 999, self.make(tenant, n, deleted=True))
-        return "memories.v1:0:999"
+        return f"memories.v1:{partition_for_tenant(tenant, 4)}:0"
 
 
 @pytest.fixture
@@ -69,8 +100,10 @@ def client(service_factory) -> TestClient:  # type: ignore[no-untyped-def]
 def service_factory(replica_factory, memory_factory):  # type: ignore[no-untyped-def]
     """A service over a replica of 20 memories per tenant, with the given (fake) model."""
 
-    def make(embedder: Any = None, model_error: str | None = None) -> ReadService:
-        return _service(replica_factory, memory_factory, embedder or FakeEmbedder(), model_error)
+    def make(embedder: Any = None, model_error: str | None = None,
+             offsets: Any = None, **settings: Any) -> ReadService:
+        return _service(replica_factory, memory_factory, embedder or FakeEmbedder(), model_error,
+                        offsets or FakeOffsets(), settings)
 
     return make
 
@@ -78,12 +111,12 @@ def service_factory(replica_factory, memory_factory):  # type: ignore[no-untyped
 @pytest.fixture
 def reachable_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
     """Broker and registry checks pass without a broker or a registry."""
-    monkeypatch.setattr(http, "_check_broker", lambda _s: {"ok": True, "detail": "fake"})
-    monkeypatch.setattr(http, "_check_registry", lambda _s: {"ok": True, "detail": "fake"})
+    monkeypatch.setattr(Readiness, "broker", lambda _s: {"ok": True, "detail": "fake"})
+    monkeypatch.setattr(Readiness, "registry", lambda _s: {"ok": True, "detail": "fake"})
 
 
 def _service(replica_factory: Any, memory_factory: Any, embedder: Any,
-             model_error: str | None) -> ReadService:
+             model_error: str | None, offsets: Any, settings: dict[str, Any]) -> ReadService:
     replica = replica_factory(20)
     with replica.lock:
         replica.apply("summaries.v1", 0, 0, {
@@ -91,8 +124,11 @@ def _service(replica_factory: Any, memory_factory: Any, embedder: Any,
             "session_id": "s1", "window_start": 0, "window_end": 10,
             "text": "the session was about keys", "key_terms": [], "event_ids": ["e1", "e4"],
         })
+    feed = FakeFeed(replica)
+    config = load_settings(**settings)
     return ReadService(
-        load_settings(), replica, FakeFeed(), FakeGate(), embedder,  # type: ignore[arg-type]
+        config, replica, feed, ConsistencyGate(config, feed, offsets),  # type: ignore[arg-type]
+        embedder,
         TokenTable.parse("tok-acme=acme,tok-globex=globex"), ServiceMetrics(),
         FakeTombstones(replica, memory_factory), model_error,  # type: ignore[arg-type]
     )
