@@ -41,13 +41,15 @@ def _unicode(text: str) -> str:
     return text
 
 
-def _utc(when: datetime) -> datetime:
-    """A time without a zone is UTC."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+def _aware(when: datetime) -> datetime:
+    """Refuse a time without a zone: which instant it names would be a guess."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("must include a time zone (e.g. 2026-11-25T10:00:00Z or +01:00)")
+    return when
 
 
 Text = Annotated[str, AfterValidator(_unicode)]
-When = Annotated[datetime, AfterValidator(_utc)]
+When = Annotated[datetime, AfterValidator(_aware)]
 SessionId = Annotated[Text, Field(min_length=1, max_length=256)]
 ConsistencyToken = Annotated[Text, Field(
     max_length=MAX_TOKEN_CHARS,
@@ -88,10 +90,10 @@ class Filters(_Request):
     session_id: SessionId | None = None
     kinds: list[Annotated[Text, Field(max_length=64)]] | None = Field(
         None, max_length=16, description="event kinds, e.g. QUERY, RESPONSE")
-    time_from: When | None = Field(None, description="memory event time at or after (UTC "
-                                   "when no zone is given)")
-    time_to: When | None = Field(None, description="memory event time at or before (UTC when "
-                                 "no zone is given)")
+    time_from: When | None = Field(None, description="memory event time at or after (with a "
+                                   "time zone)")
+    time_to: When | None = Field(None, description="memory event time at or before (with a "
+                                 "time zone)")
     min_value: float | None = Field(None, description="minimum value; unknown values fail it")
 
 
@@ -345,8 +347,8 @@ def _context(service: ReadService, body: ContextRequest, tenant: str) -> Context
 
 
 def _epoch_ms(when: datetime) -> int:
-    # Exact for any year (datetime.timestamp() fails on naive year-1 times).
-    return (_utc(when) - _EPOCH) // timedelta(milliseconds=1)
+    # Exact for any year and zone (datetime.timestamp() fails near year 1).
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _filters(f: Filters | None) -> RecallFilters:
