@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
+from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.exceptions import MemstreamError
+from streams.redaction import redact
 
 ENV_PREFIX = "MEMSTREAM_"
 SECRET_FIELDS = ("sasl_password", "registry_basic_auth", "api_tokens", "summary_llm_api_key")
@@ -284,6 +288,29 @@ class Settings(BaseSettings):
         return conf
 
 
+class SettingsError(MemstreamError):
+    """The environment holds a setting that does not validate."""
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings from the environment; ``overrides`` win (tests, CLI flags)."""
-    return Settings(**overrides)
+    """Read the settings from the environment; ``overrides`` win (tests, CLI flags).
+
+    A setting that does not validate raises SettingsError naming each variable and its
+    problem; the value is shown (redacted, cut short) only for settings that are not secret,
+    never any part of a secret (pydantic's own message shows the start and end of inputs)."""
+    try:
+        return Settings(**overrides)
+    except PydanticValidationError as exc:
+        problems = [_problem(err) for err in exc.errors(include_url=False, include_input=True)]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _problem(err: Any) -> str:
+    loc = [str(part) for part in err.get("loc", ())]
+    name = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "settings"
+    message = redact(str(err.get("msg", "invalid")))
+    if not loc or loc[0] in SECRET_FIELDS or loc[0].removesuffix("_file") in SECRET_FIELDS:
+        return f"{name}: {message}"
+    value = redact(str(err.get("input")))
+    shown = value if len(value) <= 60 else f"{value[:60]}... ({len(value)} characters)"
+    return f"{name}={shown!r}: {message}"
