@@ -457,13 +457,9 @@ def demo() -> None:
 
 def main() -> None:
     """Entry point: errors become one clear line and exit code 2, not a traceback."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpcore", "urllib3", "faiss.loader"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from streams.logs import configure_logging
+
+    configure_logging(json_lines=False)
     try:
         app()
     except MemstreamError as exc:
