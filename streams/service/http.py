@@ -207,6 +207,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 _MEANING = {
+    400: "the body is not JSON (or not UTF-8)",
     401: "missing or unknown bearer token (checked before the body is read)",
     404: "no such memory for this tenant",
     408: "the request body did not arrive within MEMSTREAM_SERVE_BODY_TIMEOUT_S",
@@ -253,14 +254,15 @@ def create_app(service: ReadService) -> FastAPI:
                      "context are unavailable until the service restarts with a loadable "
                      "MEMSTREAM_EMBEDDING_MODEL")
 
-    @app.post("/v1/recall", response_model=RecallResponse, responses={**_V1, **_responses(429)})
+    @app.post("/v1/recall", response_model=RecallResponse,
+              responses={**_V1, **_responses(400, 429)})
     async def recall(body: RecallRequest, tenant: Tenant) -> RecallResponse:
         require_model()
         await wait_for(tenant, body.consistency_token)
         return await run_in_threadpool(_recall, service, body, tenant)
 
     @app.post("/v1/context", response_model=ContextResponse,
-              responses={**_V1, **_responses(429)})
+              responses={**_V1, **_responses(400, 429)})
     async def context(body: ContextRequest, tenant: Tenant) -> ContextResponse:
         require_model()  # even without a query: packing counts model tokens
         await wait_for(tenant, body.consistency_token)

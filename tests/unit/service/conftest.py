@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -71,13 +72,20 @@ def replica_factory(memory_factory):  # type: ignore[no-untyped-def]
     return make
 
 
+def _seed(text: str) -> int:
+    words = text.split()
+    if len(words) > 2 and words[2].isdigit():
+        return int(words[2])
+    return zlib.crc32(text.encode("utf-8", "surrogatepass")) + 1_000_000  # any other text
+
+
 class FakeEmbedder:
     model_id = MODEL
     dimension = DIM
 
     def embed(self, texts: list[str]) -> np.ndarray:
         # "memory number 7 of acme" -> the vector of memory 7
-        return np.stack([unit(int(t.split()[2])) for t in texts])
+        return np.stack([unit(_seed(t)) for t in texts])
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
