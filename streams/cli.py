@@ -463,7 +463,9 @@ def main() -> None:
     try:
         app()
     except MemstreamError as exc:
-        _say(f"error: {exc}")
+        from streams.redaction import redact
+
+        _say(f"error: {redact(str(exc))}")  # a broker or registry URL may carry credentials
         sys.exit(2)
 
 
