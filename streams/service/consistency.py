@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, TypeVar
 
 import anyio
@@ -218,7 +219,7 @@ class KafkaOffsets:
                     continue
                 err = msg.error()
                 if err is None or err.code() == KafkaError._PARTITION_EOF:
-                    return bool(msg.offset() >= end)
+                    return (msg.offset() or 0) >= end
             return False
         finally:
             probe.unassign()
@@ -320,23 +321,23 @@ class ConsistencyGate:
             base = NEXT_HOP[base]
             topic = self.settings.topic(base)
             end = await self._io(deadline, f"reading the end of {topic}[{partition}]",
-                                 lambda t, tp=topic: self.offsets.end(tp, partition, t))
+                                 partial(self.offsets.end, topic, partition))
             if base == MEMORIES:
                 # The same transactions that wrote memories wrote the session summaries.
                 summaries = self.settings.topic(SUMMARIES)
                 summaries_end = await self._io(
                     deadline, f"reading the end of {summaries}[{partition}]",
-                    lambda t, tp=summaries: self.offsets.end(tp, partition, t))
+                    partial(self.offsets.end, summaries, partition))
                 await self._until(
                     deadline, f"replica applying {topic}[{partition}] up to {end}",
-                    lambda t, e=end: self._replica_reached(MEMORIES, partition, e, t))
+                    partial(self._replica_reached, MEMORIES, partition, end))
                 await self._until(
                     deadline, f"replica applying {summaries}[{partition}] up to {summaries_end}",
-                    lambda t, e=summaries_end: self._replica_reached(SUMMARIES, partition, e, t))
+                    partial(self._replica_reached, SUMMARIES, partition, summaries_end))
                 return
             await self._until(deadline, f"worker group {self.settings.app_id} consuming "
                               f"{topic}[{partition}] up to {end}",
-                              lambda t, tp=topic, e=end: self._group_consumed(tp, partition, e, t))
+                              partial(self._group_consumed, topic, partition, end))
 
     async def _until(self, deadline: float, stage: str,
                      done: Callable[[float], bool]) -> None:
