@@ -63,3 +63,15 @@ def test_api_answers_as_its_spec_says_and_never_500(api_schema: Any) -> None:
 def test_api_without_a_token_answers_as_its_spec_says(api_schema: Any) -> None:
     seen = _run(api_schema, None, 30)
     assert 401 in seen and 500 not in seen
+
+
+def test_the_spec_lists_the_codes_the_edge_and_the_handlers_answer(service_factory: Any) -> None:
+    spec = create_app(service_factory()).openapi()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert {"200", "408", "413", "503"} <= codes, (method, path, codes)
+            if path.startswith("/v1/"):
+                assert {"401", "422"} <= codes, (method, path, codes)
+    assert {"400", "429"} <= set(spec["paths"]["/v1/recall"]["post"]["responses"])
+    assert {"404", "202"} <= set(spec["paths"]["/v1/memories/{memory_id}"]["delete"]["responses"])
