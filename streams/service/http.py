@@ -294,7 +294,7 @@ def create_app(service: ReadService) -> FastAPI:
 
     @app.get("/healthz", response_model=Health, responses={
         503: {"model": Health, "description": "the feed thread stopped"}})
-    def healthz() -> JSONResponse:
+    async def healthz() -> JSONResponse:  # on the event loop: no worker thread needed
         ok = service.feed.alive
         body = {"status": "ok" if ok else "failing", "feed": service.feed.failed or "running"}
         return JSONResponse(body, status_code=200 if ok else 503)
