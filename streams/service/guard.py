@@ -72,9 +72,11 @@ class RequestGuard:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.lower(): v for k, v in scope["headers"]}
+        has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
         if scope["path"].startswith("/v1/") and self._tenant(headers) is None:
+            # A body that is never read: close rather than let the client keep sending it.
             await _answer(send, 401, "missing or unknown bearer token",
-                          [(b"www-authenticate", b"Bearer")])
+                          [(b"www-authenticate", b"Bearer")], close=has_body)
             return
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):

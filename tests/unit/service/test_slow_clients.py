@@ -98,3 +98,18 @@ def test_connections_past_the_cap_are_closed_at_once(server: tuple[str, int]) ->
     assert closed >= 20, f"only {closed} of 60 connections closed with a cap of 40"
     for sock in socks:
         sock.close()
+
+
+@pytest.mark.parametrize(("auth", "status"), [(b"", b"401"),
+                                              (b"Authorization: Bearer tok-acme\r\n", b"413")])
+def test_a_refused_body_is_answered_at_once_and_the_connection_closed(
+        server: tuple[str, int], auth: bytes, status: bytes) -> None:
+    with socket.create_connection(server) as sock:
+        sock.sendall(b"POST /v1/recall HTTP/1.1\r\nHost: x\r\n" + auth
+                     + b"Content-Length: 104857600\r\n\r\n" + b"x" * 65536)
+        sock.settimeout(5)
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:100]
+        assert b"connection: close" in answer.lower()
+        time.sleep(0.3)
+        assert _closed(sock), "the server kept reading a body it refused"
