@@ -441,13 +441,21 @@ def rebuild_index(
 
 @app.command("hash-token")
 def hash_token(
-    token: Annotated[str, typer.Argument(help="the bearer token clients will present")],
-    tenant: Annotated[str, typer.Argument(help="the tenant it maps to")],
+    tenant: Annotated[str, typer.Argument(help="the tenant the token maps to")],
 ) -> None:
-    """Print a MEMSTREAM_API_TOKENS_FILE line that stores the token as its sha256 digest."""
-    from streams.service.auth import token_digest
+    """Print a MEMSTREAM_API_TOKENS_FILE line that stores a token as its sha256 digest.
 
-    typer.echo(f"sha256:{token_digest(token)}={tenant}")
+    The token is read from stdin (one line), or asked for without echo on a terminal: never
+    from the command line, where `ps` and shell history would show it."""
+    import getpass
+
+    from streams.service.auth import token_line
+
+    if sys.stdin.isatty():
+        token = getpass.getpass("token (not echoed): ")
+    else:
+        token = sys.stdin.readline().rstrip("\r\n")
+    typer.echo(token_line(token, tenant))
 
 
 @app.command("replay")
@@ -496,17 +504,15 @@ def demo() -> None:
 
 def main() -> None:
     """Entry point: errors become one clear line and exit code 2, not a traceback."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "faiss.loader"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from streams.logs import configure_logging
+
+    configure_logging(json_lines=False)
     try:
         app()
     except MemstreamError as exc:
-        _say(f"error: {exc}")
+        from streams.redaction import redact
+
+        _say(f"error: {redact(str(exc))}")  # a broker or registry URL may carry credentials
         sys.exit(2)
 
 

@@ -37,6 +37,13 @@ class NotCaughtUpError(ServiceError):
     retriable = True
 
 
+class TooManyWaitersError(ServiceError):
+    """The tenant already has the most requests waiting on consistency tokens (429): retry
+    later."""
+
+    retriable = True
+
+
 class MemoryClient:
     """Recall, context, get and delete against one read service, as one tenant (its token)."""
 
@@ -110,6 +117,8 @@ class MemoryClient:
             raise NotFound(404, detail)
         if response.status_code == 503 and isinstance(detail, dict) and "stage" in detail:
             raise NotCaughtUpError(503, detail)  # read-your-writes wait ran out: retry later
+        if response.status_code == 429:
+            raise TooManyWaitersError(429, detail)
         raise ServiceError(response.status_code, detail)
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Structured logs (one JSON object a line) and the Prometheus metrics of the worker.
+"""The Prometheus metrics of the worker (logging: ``streams.logs``).
 
 Labels are bounded: agent, topic, reason, kind, outcome; never a tenant or an event id.
 """
@@ -9,10 +9,8 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -29,41 +27,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+# Logging lives in streams.logs (no metrics dependency: the SDK-only CLI configures it too).
+from streams.logs import JsonFormatter, configure_logging, quiet_http_clients  # noqa: F401
+
 logger = logging.getLogger(__name__)
-
-_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", ...extra}``: one line per record, for log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        payload.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
-
-
-def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
-    """Configure the root logger once, at a process entry point."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "urllib3", "faiss", "sentence_transformers"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-
 
 class WorkerMetrics:
     """The worker's metrics, in a registry of their own (tests create as many as they like)."""

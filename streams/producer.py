@@ -26,7 +26,7 @@ from streams.partitioning import partition_for_tenant
 from streams.registry import latest_schema, registry_client, subject_for
 from streams.settings import Settings, load_settings
 from streams.topics import LARGEST_MESSAGE_BYTES, TopicSpec, topic_spec, voice_audio_limit
-from streams.validation import validate_record
+from streams.validation import validate_record, validate_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -262,4 +262,6 @@ class MemstreamProducer:
             "comment": self.settings.max_text_chars,
             "audio": voice_audio_limit(),
         }
-        return validate_record(self._schema(spec), record, where=spec.base, limits=limits)
+        checked = validate_record(self._schema(spec), record, where=spec.base, limits=limits)
+        validate_tenant(checked.get("tenant"), where=spec.base)
+        return checked

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
+from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.exceptions import MemstreamError
+from streams.redaction import redact
 
 ENV_PREFIX = "MEMSTREAM_"
 SECRET_FIELDS = (
@@ -217,6 +221,28 @@ class Settings(BaseSettings):
     consistency_timeout_s: float = Field(
         5.0, ge=0, description="how long recall/context wait for a consistency token"
     )
+    consistency_max_waiters: int = Field(
+        8, ge=1, description="requests of one tenant waiting on consistency tokens at once; "
+        "more get 429",
+    )
+    serve_max_body_bytes: int = Field(
+        512 * 1024, ge=1024, description="largest request body (413 above); the largest valid "
+        "request (a 32,000-character query, every character \\u-escaped) is under 400 KB",
+    )
+    serve_header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection must send a request's headers within this (closed "
+        "otherwise)",
+    )
+    serve_body_timeout_s: float = Field(
+        15.0, gt=0, description="a request's body must arrive within this after its headers"
+    )
+    serve_keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections close after")
+    serve_max_connections: int = Field(
+        256, ge=1, description="open connections at most; more are closed at once"
+    )
+    ready_cache_s: float = Field(
+        2.0, ge=0, description="/readyz answers from its last check for this long"
+    )
 
     # --- clients of the read service: `memstream mcp` and `memstream context` --------
     serve_url: str | None = Field(
@@ -301,6 +327,29 @@ class Settings(BaseSettings):
         return conf
 
 
+class SettingsError(MemstreamError):
+    """The environment holds a setting that does not validate."""
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings from the environment; ``overrides`` win (tests, CLI flags)."""
-    return Settings(**overrides)
+    """Read the settings from the environment; ``overrides`` win (tests, CLI flags).
+
+    A setting that does not validate raises SettingsError naming each variable and its
+    problem; the value is shown (redacted, cut short) only for settings that are not secret,
+    never any part of a secret (pydantic's own message shows the start and end of inputs)."""
+    try:
+        return Settings(**overrides)
+    except PydanticValidationError as exc:
+        problems = [_problem(err) for err in exc.errors(include_url=False, include_input=True)]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _problem(err: Any) -> str:
+    loc = [str(part) for part in err.get("loc", ())]
+    name = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "settings"
+    message = redact(str(err.get("msg", "invalid")))
+    if not loc or loc[0] in SECRET_FIELDS or loc[0].removesuffix("_file") in SECRET_FIELDS:
+        return f"{name}: {message}"
+    value = redact(str(err.get("input")))
+    shown = value if len(value) <= 60 else f"{value[:60]}... ({len(value)} characters)"
+    return f"{name}={shown!r}: {message}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,32 @@ from typing import Any
 from streams.exceptions import ValidationError
 
 _MISSING = object()
+
+# One rule for tenant names wherever they appear (SDK, token file, HTTP): 1-64 ASCII
+# letters, digits, '.', '_' or '-', starting with a letter or digit. A name that passes
+# round-trips exactly through a `token=tenant` line (no '#', '=', ',', spaces), a record
+# key (no ':') and a URL path segment, and is the same string in every normal form.
+TENANT_MAX_CHARS = 64
+TENANT_RULE = "1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0," + str(TENANT_MAX_CHARS - 1) + "}")
+
+
+def tenant_problem(tenant: object) -> str | None:
+    """Why ``tenant`` is not a valid tenant name, or None when it is."""
+    if not isinstance(tenant, str):
+        return f"must be a string, got {_type_name(tenant)}"
+    if _TENANT.fullmatch(tenant):
+        return None
+    shown = tenant if len(tenant) <= 80 else f"{tenant[:80]}... ({len(tenant)} characters)"
+    return f"{shown!r} is not a tenant name ({TENANT_RULE})"
+
+
+def validate_tenant(tenant: object, *, where: str) -> str:
+    """Return ``tenant`` when it follows the tenant rule, else raise ValidationError."""
+    problem = tenant_problem(tenant)
+    if problem is not None:
+        _fail(where, "tenant", problem, limit=TENANT_MAX_CHARS)
+    return str(tenant)
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 

@@ -13,12 +13,16 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from streams.private_files import FILE_MODE, create_private_file
+
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> str:
     """Run ``write`` on a temporary sibling of ``path``, fsync, rename; return its sha256."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        create_private_file(tmp)  # 0600 from the start: the rows are every tenant's text
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # in case the writer replaced the file
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
         digest = sha256_of(tmp)

@@ -11,6 +11,7 @@ from streams.export.dataset import COLUMNS, FORMATS, WRITERS, RowFilter, dataset
 from streams.export.exceptions import ExportError
 from streams.export.files import manifest_path, write_atomically
 from streams.export.source import Progress, read_memories
+from streams.private_files import private_dir
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def export_dataset(
     row_filter = row_filter or RowFilter()
     snapshot = read_memories(settings, to_offsets=to_offsets, progress=progress)
     rows = dataset_rows(snapshot.memories.values(), row_filter)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(out.parent, restrict_existing=False)
     digest = write_atomically(out, lambda tmp: WRITERS[fmt](rows, tmp))
     manifest = {
         "manifest_version": MANIFEST_VERSION,

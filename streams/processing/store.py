@@ -23,6 +23,8 @@ import msgpack
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
+from streams.private_files import private_dir
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = b"\x00memstream:changelog-offset"
@@ -88,7 +90,7 @@ class PartitionStore:
         self.changelog = changelog
         self.partition = partition
         self._emit = emit
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)  # RocksDB files take the umask's mode: the 0700 directory guards them
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         self._db = Rdict(str(path), options)

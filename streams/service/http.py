@@ -1,47 +1,110 @@
-"""HTTP (FastAPI, OpenAPI at /openapi.json): recall, context, memories, health, metrics."""
+"""HTTP (FastAPI, OpenAPI at /openapi.json): recall, context, memories, health, metrics.
+
+Every status code an endpoint can answer is in the spec (``responses``); the edge (auth
+before body, body limits, metric labels) is ``guard.RequestGuard``; error bodies are
+bounded (``errors``). Waiting on a consistency token is async (the gate's own threads do
+the broker reads), so waiting requests hold no worker thread.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from streams.registry import registry_client
-from streams.service.consistency import BadToken, NotCaughtUp, parse_token
+from streams.service.consistency import MAX_TOKEN_CHARS, BadToken, NotCaughtUp, TooManyWaiters
 from streams.service.context import Piece, pack
 from streams.service.core import ReadService
+from streams.service.errors import shown, validation_error
+from streams.service.guard import RequestGuard
 from streams.service.memories import RecallFilters
+from streams.service.readiness import Readiness
 
 _bearer = HTTPBearer(auto_error=False)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class Filters(BaseModel):
+def _unicode(text: str) -> str:
+    """Refuse text that is not valid Unicode (a lone surrogate cannot be encoded)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"is not valid Unicode text (unpaired surrogate at index {exc.start})"
+                         ) from None
+    return text
+
+
+def _aware(when: datetime) -> datetime:
+    """Refuse a time without a zone: which instant it names would be a guess."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("must include a time zone (e.g. 2026-11-25T10:00:00Z or +01:00)")
+    return when
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+When = Annotated[datetime, AfterValidator(_aware)]
+SessionId = Annotated[Text, Field(min_length=1, max_length=256)]
+ConsistencyToken = Annotated[Text, Field(
+    max_length=MAX_TOKEN_CHARS,
+    description="from the SDK's DeliveryResult (``topic:partition:offset``; up to 8, "
+    "comma-separated, all on the caller's tenant's partition): wait until the replica "
+    "reflects it")]
+Similarity = Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False, extra="ignore")
+
+
+class ErrorBody(BaseModel):
+    """An error: ``detail`` says what and which limit."""
+
+    detail: Any
+
+
+class Health(BaseModel):
+    """Liveness: the process and its feed thread."""
+
+    status: str
+    feed: str
+
+
+class Ready(BaseModel):
+    """Readiness: each check with ``ok`` and a (credential-free) ``detail``."""
+
+    ready: bool
+    failing: list[str]
+    checks: dict[str, dict[str, Any]]
+
+
+class Filters(_Request):
     """Restrict a recall; every field is optional."""
 
-    session_id: str | None = None
-    kinds: list[str] | None = Field(None, description="event kinds, e.g. QUERY, RESPONSE")
-    time_from: datetime | None = Field(None, description="memory event time at or after")
-    time_to: datetime | None = Field(None, description="memory event time at or before")
+    session_id: SessionId | None = None
+    kinds: list[Annotated[Text, Field(max_length=64)]] | None = Field(
+        None, max_length=16, description="event kinds, e.g. QUERY, RESPONSE")
+    time_from: When | None = Field(None, description="memory event time at or after (with a "
+                                   "time zone)")
+    time_to: When | None = Field(None, description="memory event time at or before (with a "
+                                 "time zone)")
     min_value: float | None = Field(None, description="minimum value; unknown values fail it")
 
 
-class RecallRequest(BaseModel):
+class RecallRequest(_Request):
     """A semantic recall."""
 
-    query: str = Field(..., min_length=1, max_length=32_000)
+    query: Text = Field(..., min_length=1, max_length=32_000)
     k: int = Field(10, ge=1, le=200)
-    min_similarity: float = Field(0.0, ge=-1.0, le=1.0)
+    min_similarity: Similarity = 0.0
     filters: Filters | None = None
-    consistency_token: str | None = Field(
-        None, description="from the SDK's DeliveryResult: wait until the replica reflects it"
-    )
+    consistency_token: ConsistencyToken | None = None
 
 
 class RecallHit(BaseModel):
@@ -65,16 +128,16 @@ class RecallResponse(BaseModel):
     model_id: str
 
 
-class ContextRequest(BaseModel):
+class ContextRequest(_Request):
     """A context pack for a session."""
 
-    session_id: str
-    query: str | None = Field(None, max_length=32_000)
+    session_id: SessionId
+    query: Text | None = Field(None, max_length=32_000)
     token_budget: int = Field(512, ge=1, le=100_000)
     k: int = Field(20, ge=0, le=200, description="memories considered at most")
     max_summaries: int = Field(3, ge=0, le=50)
-    min_similarity: float = Field(0.0, ge=-1.0, le=1.0)
-    consistency_token: str | None = None
+    min_similarity: Similarity = 0.0
+    consistency_token: ConsistencyToken | None = None
 
 
 class ContextPiece(BaseModel):
@@ -128,10 +191,11 @@ class Deleted(BaseModel):
     consistency_token: str
 
 
-def _tenant_of(
+async def _tenant_of(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
-    """The tenant of the request's bearer token, or 401."""
+    """The tenant of the request's bearer token, or 401 (the guard already refused unknown
+    tokens before reading the body; this is what the handlers and the spec see)."""
     service: ReadService = request.app.state.service
     tenant = service.tokens.tenant(creds.credentials) if creds is not None else None
     if tenant is None:
@@ -141,34 +205,50 @@ def _tenant_of(
 
 
 Tenant = Annotated[str, Depends(_tenant_of)]
+MemoryId = Annotated[str, Path(max_length=256)]
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": _MEANING[code]} for code in codes}
+
+
+_MEANING = {
+    400: "the body is not JSON (or not UTF-8)",
+    401: "missing or unknown bearer token (checked before the body is read)",
+    404: "no such memory for this tenant",
+    408: "the request body did not arrive within MEMSTREAM_SERVE_BODY_TIMEOUT_S",
+    413: "request body over MEMSTREAM_SERVE_MAX_BODY_BYTES",
+    422: "invalid request, or a consistency token that is malformed, too long or not on the "
+         "tenant's partition; inputs are shown truncated",
+    429: "the tenant already has MEMSTREAM_CONSISTENCY_MAX_WAITERS requests waiting on tokens",
+    503: "not ready: the model did not load, a consistency token was not reached in time, or "
+         "the server is at its connection limit",
+}
+# Answered by the guard or the server for any path.
+_EVERYWHERE = _responses(408, 413, 503)
+_V1 = _responses(401, 422)
 
 
 def create_app(service: ReadService) -> FastAPI:
     """The FastAPI app over a built (and started) service."""
     app = FastAPI(title="memstream read service", version="1",
-                  description="Semantic recall and context packs over memories.v1")
+                  description="Semantic recall and context packs over memories.v1",
+                  responses=_EVERYWHERE)
     app.state.service = service
+    readiness = app.state.readiness = Readiness(service)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(RequestGuard, service=service, routes=app.router.routes)
 
-    @app.middleware("http")
-    async def timed(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        service.metrics.latency.labels(path, request.method, str(response.status_code)).observe(
-            time.perf_counter() - started)
-        return response
-
-    def wait_for(token: str | None) -> None:
+    async def wait_for(tenant: str, token: str | None) -> None:
         if not token:
             return
         try:
-            positions = parse_token(token, service.settings.topic_prefix)
-            service.gate.wait(positions)
+            await service.gate.wait(tenant, service.gate.positions(tenant, token))
         except BadToken as exc:
-            raise HTTPException(422, str(exc)) from exc
+            raise HTTPException(422, [{"loc": ["body", "consistency_token"],
+                                       "msg": str(exc), "type": "consistency_token"}]) from exc
+        except TooManyWaiters as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from exc
         except NotCaughtUp as exc:
             raise HTTPException(503, {"error": str(exc), "stage": exc.stage, "lag": exc.lag},
                                 headers={"Retry-After": "1"}) from exc
@@ -180,87 +260,107 @@ def create_app(service: ReadService) -> FastAPI:
                      "context are unavailable until the service restarts with a loadable "
                      "MEMSTREAM_EMBEDDING_MODEL")
 
-    @app.post("/v1/recall", response_model=RecallResponse)
-    def recall(body: RecallRequest, tenant: Tenant) -> RecallResponse:
+    @app.post("/v1/recall", response_model=RecallResponse,
+              responses={**_V1, **_responses(400, 429)})
+    async def recall(body: RecallRequest, tenant: Tenant) -> RecallResponse:
         require_model()
-        wait_for(body.consistency_token)
-        vector = service.embed_query(body.query)
-        hits = service.replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity,
-                                      filters=_filters(body.filters))
-        return RecallResponse(
-            hits=[RecallHit(similarity=h.similarity, **_hit_fields(h.memory)) for h in hits],
-            model_id=service.replica.model_id)
+        await wait_for(tenant, body.consistency_token)
+        return await run_in_threadpool(_recall, service, body, tenant)
 
-    @app.post("/v1/context", response_model=ContextResponse)
-    def context(body: ContextRequest, tenant: Tenant) -> ContextResponse:
+    @app.post("/v1/context", response_model=ContextResponse,
+              responses={**_V1, **_responses(400, 429)})
+    async def context(body: ContextRequest, tenant: Tenant) -> ContextResponse:
         require_model()  # even without a query: packing counts model tokens
-        wait_for(body.consistency_token)
-        replica = service.replica
-        candidates = [
-            Piece("summary", s["summary_id"], s["text"], tuple(s["event_ids"]))
-            for s in replica.latest_summaries(tenant, body.session_id, body.max_summaries)
-        ]
-        if body.query and body.k:
-            vector = service.embed_query(body.query)
-            hits = replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity)
-            candidates += [Piece("memory", h.memory["memory_id"], h.memory["text"],
-                                 tuple(h.memory["source_event_ids"]), h.similarity) for h in hits]
-        elif body.k:
-            candidates += [Piece("memory", m["memory_id"], m["text"], tuple(m["source_event_ids"]))
-                           for m in replica.session_memories(tenant, body.session_id)[: body.k]]
-        pieces, used = pack(candidates, body.token_budget, service.embedder.count_tokens)
-        return ContextResponse(
-            pieces=[ContextPiece(type=p.kind, id=p.id, text=p.text, tokens=p.tokens,
-                                 source_ids=list(p.source_ids), similarity=p.similarity)
-                    for p in pieces],
-            tokens_used=used, token_budget=body.token_budget, model_id=replica.model_id)
+        await wait_for(tenant, body.consistency_token)
+        return await run_in_threadpool(_context, service, body, tenant)
 
     @app.get("/v1/whoami", response_model=Identity)
     def whoami(tenant: Tenant) -> Identity:
         return Identity(tenant=tenant)
 
-    @app.get("/v1/memories/{memory_id}", response_model=Memory)
-    def get_memory(memory_id: str, tenant: Tenant) -> Memory:
+    @app.get("/v1/memories/{memory_id}", response_model=Memory,
+             responses={**_V1, **_responses(404)})
+    def get_memory(memory_id: MemoryId, tenant: Tenant) -> Memory:
         found = service.replica.get(tenant, memory_id)
         if found is None:
-            raise HTTPException(404, f"no memory {memory_id}")
+            raise HTTPException(404, f"no memory {shown(memory_id)}")
         return Memory(**{k: found[k] for k in Memory.model_fields})
 
-    @app.delete("/v1/memories/{memory_id}", response_model=Deleted)
-    def delete_memory(memory_id: str, tenant: Tenant, response: Response) -> Deleted:
+    @app.delete("/v1/memories/{memory_id}", response_model=Deleted,
+                responses={**_V1, **_responses(404), 202: {
+                    "model": Deleted, "description": "tombstone written, not yet applied here"}})
+    async def delete_memory(memory_id: MemoryId, tenant: Tenant, response: Response) -> Deleted:
         found = service.replica.get(tenant, memory_id)
         if found is None:
-            raise HTTPException(404, f"no memory {memory_id}")
-        token = service.tombstones.delete(tenant, found)
+            raise HTTPException(404, f"no memory {shown(memory_id)}")
+        token = await run_in_threadpool(service.tombstones.delete, tenant, found)
         applied = True
         try:
-            service.gate.wait(parse_token(token, service.settings.topic_prefix))
-        except NotCaughtUp:
+            await service.gate.wait(tenant, service.gate.positions(tenant, token))
+        except (NotCaughtUp, TooManyWaiters):
             applied = False
             response.status_code = 202
         return Deleted(memory_id=memory_id, deleted=True, applied=applied, consistency_token=token)
 
-    @app.get("/healthz")
-    def healthz() -> JSONResponse:
+    @app.get("/healthz", response_model=Health, responses={
+        503: {"model": Health, "description": "the feed thread stopped"}})
+    async def healthz() -> JSONResponse:  # on the event loop: no worker thread needed
         ok = service.feed.alive
         body = {"status": "ok" if ok else "failing", "feed": service.feed.failed or "running"}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        checks = {"broker": _check_broker(service), "registry": _check_registry(service),
-                  "index": _check_index(service), "model": _check_model(service)}
-        ready = all(c["ok"] for c in checks.values())
+    @app.get("/readyz", response_model=Ready, responses={
+        503: {"model": Ready, "description": "a check fails (named in failing)"}})
+    async def readyz() -> JSONResponse:
+        ready, checks = await readiness.answer()
         failing = [name for name, c in checks.items() if not c["ok"]]
         return JSONResponse({"ready": ready, "failing": failing, "checks": checks},
                             status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+              "description": "Prometheus text format"}})
     def metrics() -> Response:
         service.refresh_gauges()
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _recall(service: ReadService, body: RecallRequest, tenant: str) -> RecallResponse:
+    vector = service.embed_query(body.query)
+    hits = service.replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity,
+                                  filters=_filters(body.filters))
+    return RecallResponse(
+        hits=[RecallHit(similarity=h.similarity, **_hit_fields(h.memory)) for h in hits],
+        model_id=service.replica.model_id)
+
+
+def _context(service: ReadService, body: ContextRequest, tenant: str) -> ContextResponse:
+    replica = service.replica
+    candidates = [
+        Piece("summary", s["summary_id"], s["text"], tuple(s["event_ids"]))
+        for s in replica.latest_summaries(tenant, body.session_id, body.max_summaries)
+    ]
+    if body.query and body.k:
+        vector = service.embed_query(body.query)
+        hits = replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity)
+        candidates += [Piece("memory", h.memory["memory_id"], h.memory["text"],
+                             tuple(h.memory["source_event_ids"]), h.similarity) for h in hits]
+    elif body.k:
+        candidates += [Piece("memory", m["memory_id"], m["text"], tuple(m["source_event_ids"]))
+                       for m in replica.session_memories(tenant, body.session_id)[: body.k]]
+    pieces, used = pack(candidates, body.token_budget, service.embedder.count_tokens)
+    return ContextResponse(
+        pieces=[ContextPiece(type=p.kind, id=p.id, text=p.text, tokens=p.tokens,
+                             source_ids=list(p.source_ids), similarity=p.similarity)
+                for p in pieces],
+        tokens_used=used, token_budget=body.token_budget, model_id=replica.model_id)
+
+
+def _epoch_ms(when: datetime) -> int:
+    # Exact for any year and zone (datetime.timestamp() fails near year 1).
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _filters(f: Filters | None) -> RecallFilters:
@@ -269,8 +369,8 @@ def _filters(f: Filters | None) -> RecallFilters:
     return RecallFilters(
         session_id=f.session_id,
         kinds=tuple(f.kinds) if f.kinds is not None else None,
-        time_from_ms=int(f.time_from.timestamp() * 1000) if f.time_from else None,
-        time_to_ms=int(f.time_to.timestamp() * 1000) if f.time_to else None,
+        time_from_ms=_epoch_ms(f.time_from) if f.time_from else None,
+        time_to_ms=_epoch_ms(f.time_to) if f.time_to else None,
         min_value=f.min_value,
     )
 
@@ -279,45 +379,3 @@ def _hit_fields(m: dict[str, Any]) -> dict[str, Any]:
     names = ("memory_id", "text", "value", "occurrence_count", "source_event_ids", "session_id",
              "kind", "event_time")
     return {n: m[n] for n in names}
-
-
-def _check_broker(service: ReadService) -> dict[str, Any]:
-    from streams.admin import admin_client
-
-    topic = service.feed.topics["memories.v1"]
-    try:
-        meta = admin_client(service.settings).list_topics(topic, timeout=2.0)
-        found = meta.topics.get(topic)
-        if found is None or found.error is not None:
-            return {"ok": False, "detail": f"topic {topic} missing"}
-        return {"ok": True, "detail": f"{len(meta.brokers)} broker(s)"}
-    except Exception as exc:  # noqa: BLE001 - any client failure means not reachable
-        return {"ok": False, "detail": f"{service.settings.bootstrap_servers}: {exc}"}
-
-
-def _check_registry(service: ReadService) -> dict[str, Any]:
-    settings = service.settings.model_copy(update={"request_timeout_s": 2.0})
-    try:
-        subjects = registry_client(settings).get_subjects()
-        return {"ok": True, "detail": f"{len(subjects)} subject(s)"}
-    except Exception as exc:  # noqa: BLE001 - connection and registry errors alike
-        return {"ok": False, "detail": f"{service.settings.schema_registry_url}: {exc}"}
-
-
-def _check_index(service: ReadService) -> dict[str, Any]:
-    feed = service.feed
-    lag = feed.lag()
-    if not feed.alive:
-        return {"ok": False, "detail": f"feed stopped: {feed.failed}", "lag": lag}
-    if not feed.caught_up.is_set():
-        return {"ok": False, "detail": "initial catch-up not finished", "lag": lag}
-    bound = service.settings.ready_max_lag
-    ok = lag <= bound
-    return {"ok": ok, "detail": f"lag {lag} {'<=' if ok else '>'} {bound}", "lag": lag}
-
-
-def _check_model(service: ReadService) -> dict[str, Any]:
-    if service.model_error is not None:
-        return {"ok": False, "detail": service.model_error}
-    embedder = service.embedder
-    return {"ok": True, "detail": f"{embedder.model_id} (dimension {embedder.dimension})"}

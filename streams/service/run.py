@@ -21,6 +21,7 @@ def serve(settings: Settings) -> None:
 
     from streams.service.core import ReadService
     from streams.service.http import create_app
+    from streams.service.server import server_config
 
     single_threaded_blas()
     service = ReadService.build(settings, load_query_model(settings))
@@ -29,8 +30,7 @@ def serve(settings: Settings) -> None:
     logger.info("serving on http://%s:%d (model %s%s)", settings.serve_host, settings.serve_port,
                 service.embedder.model_id, " NOT LOADED" if service.model_error else "")
     try:
-        uvicorn.run(app, host=settings.serve_host, port=settings.serve_port, log_config=None,
-                    access_log=False)
+        uvicorn.Server(server_config(app, settings)).run()
     finally:
         service.close()
 

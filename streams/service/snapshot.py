@@ -37,6 +37,7 @@ import faiss
 import msgpack
 import numpy as np
 
+from streams.private_files import create_private_file, private_dir, restrict_tree
 from streams.service.memories import TenantMemories
 from streams.service.replica import Replica
 from streams.service.vectors import IndexPolicy
@@ -64,15 +65,18 @@ class SnapshotStore:
         return final
 
     def begin(self) -> Path:
-        """A fresh directory to write a snapshot's files into (``write_part``)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """A fresh directory (0700, like the snapshot directory) to write a snapshot's files
+        into (``write_part``)."""
+        private_dir(self.directory)
         tmp = self.directory / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
+        tmp.mkdir(mode=0o700)
+        os.chmod(tmp, 0o700)
         return tmp
 
     def commit(self, tmp: Path, manifest: dict[str, Any]) -> Path:
         """Write ``manifest`` into ``tmp``, then make ``tmp`` the CURRENT snapshot."""
         _write_bytes(tmp / "manifest.json", json.dumps(manifest).encode())
+        restrict_tree(tmp)  # every tenant's text: the owner's only, whatever the umask
         _fsync_path(tmp)
         name = f"{_next_seq(self.directory):012d}"
         final = self.directory / name
@@ -249,7 +253,7 @@ def _next_seq(directory: Path) -> int:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    with path.open("wb") as fh:
+    with create_private_file(path).open("wb") as fh:
         fh.write(data)
         _fsync(fh)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,47 @@ def test_an_embedding_failure_is_counted_and_raised() -> None:
         agent._embed_unseen([record], {}, _Context())  # type: ignore[arg-type]
     assert metrics.registry.get_sample_value("memstream_embed_errors_total") == 1.0
     assert metrics.registry.get_sample_value("memstream_embed_seconds_count") == 0.0
+
+
+def _registry_stub() -> tuple[Any, int]:
+    """A local HTTP server answering every GET with ``[]`` (a registry with no subjects)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_registry_client_requests_are_not_logged_and_urls_are_redacted(
+    capsys: pytest.CaptureFixture[str], json_lines: bool
+) -> None:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from streams.logs import configure_logging
+
+    server, port = _registry_stub()
+    try:
+        configure_logging("INFO", json_lines=json_lines)
+        client = SchemaRegistryClient({"url": f"http://127.0.0.1:{port}"})
+        assert client.get_subjects() == []
+        logging.getLogger("memstream.test").info(
+            "registry at %s", "http://reader:Zk4Wq8Pm2@registry:8081/apis")
+    finally:
+        server.shutdown()
+        logging.getLogger().handlers[:] = []
+    err = capsys.readouterr().err
+    assert "HTTP Request" not in err and f"127.0.0.1:{port}" not in err, err
+    assert "Zk4Wq8Pm2" not in err and "http://***@registry:8081/apis" in err

@@ -3,12 +3,63 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError as PydanticValidationError
 
-from streams.settings import load_settings
+from streams.settings import SettingsError, load_settings
+from tests.deployment import REPO
+
+SECRET_PARTS = ["Hx7Qz2Lm9Wp4", "Kd8Rt3Yv6Nb1", "Zq5Jc8Fs2Ug7", "Pw4Xe9Ta3Mr6", "Bn2Vc7Lq5Ke8"]
+SECRETS = {
+    "MEMSTREAM_SASL_PASSWORD": "Hx7Qz2Lm9Wp4",
+    "MEMSTREAM_REGISTRY_BASIC_AUTH": "reader:Kd8Rt3Yv6Nb1",
+    "MEMSTREAM_API_TOKENS": "Zq5Jc8Fs2Ug7=acme",
+    "MEMSTREAM_SUMMARY_LLM_API_KEY": "sk-Pw4Xe9Ta3Mr6",
+    "MEMSTREAM_SCHEMA_REGISTRY_URL": "http://reader:Bn2Vc7Lq5Ke8@registry:8081/apis",
+}
+BREAKERS: list[dict[str, str | None]] = [
+    {"MEMSTREAM_PARTITIONS": "abc"},  # a field error beside the secrets
+    # the model validator's error (its input is every other setting, secrets included)
+    {"MEMSTREAM_API_TOKENS_FILE": "/nonexistent/tokens", "MEMSTREAM_API_TOKENS": None},
+    {"MEMSTREAM_SERVE_PORT": "http://user:Bn2Vc7Lq5Ke8@x"},  # a URL with credentials as input
+]
+
+
+def _leaked(text: str) -> list[str]:
+    """Every 4-character piece of a secret found in ``text`` (its start or end included)."""
+    pieces = {part[i:i + 4] for part in SECRET_PARTS for i in range(len(part) - 3)}
+    return sorted(p for p in pieces if p in text)
+
+
+@pytest.mark.parametrize("breaker", BREAKERS)
+def test_a_failed_settings_load_shows_no_part_of_any_secret(
+    monkeypatch: pytest.MonkeyPatch, breaker: dict[str, str]
+) -> None:
+    for name, value in {**SECRETS, **breaker}.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert next(iter(breaker)) in str(caught.value)
+    assert _leaked(str(caught.value)) == [], str(caught.value)
+
+
+@pytest.mark.parametrize("breaker", BREAKERS)
+def test_the_cli_reports_bad_settings_in_one_line_without_secrets(
+    breaker: dict[str, str]
+) -> None:
+    env = {k: v for k, v in {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **SECRETS,
+                             **breaker}.items() if v is not None}
+    done = subprocess.run([sys.executable, "-m", "streams", "stats"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and done.stderr.startswith("error: invalid settings")
+    assert _leaked(done.stdout + done.stderr) == [], done.stderr
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +95,7 @@ def test_direct_secret_wins_over_file(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_unreadable_secret_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEMSTREAM_REGISTRY_BASIC_AUTH_FILE", "/nonexistent/secret")
-    with pytest.raises(PydanticValidationError, match="MEMSTREAM_REGISTRY_BASIC_AUTH_FILE"):
+    with pytest.raises(SettingsError, match="MEMSTREAM_REGISTRY_BASIC_AUTH_FILE"):
         load_settings()
 
 

@@ -84,3 +84,19 @@ def test_non_finite_number_is_rejected() -> None:
           "interaction_id": "i", "rating": float("nan")}
     with pytest.raises(ValidationError, match="'rating'"):
         check(fb, "feedback")
+
+
+@pytest.mark.parametrize("tenant", ["acme#staging", " acme", "", "a=b", "é"])
+def test_the_sdk_refuses_a_tenant_outside_the_tenant_rule(tenant: str) -> None:
+    from streams.events import TelemetryEvent
+    from streams.producer import MemstreamProducer
+    from streams.settings import load_settings
+
+    # Refused before anything is encoded or sent: no broker or registry is needed.
+    settings = load_settings(bootstrap_servers="127.0.0.1:1",
+                             schema_registry_url="http://127.0.0.1:1")
+    with MemstreamProducer(settings) as producer:
+        with pytest.raises(ValidationError, match="is not a tenant name") as caught:
+            producer.send(TelemetryEvent(tenant=tenant, session_id="s", interaction_id="i",
+                                         kind="QUERY", text="hello"))
+    assert caught.value.field == "tenant"

@@ -1,15 +1,27 @@
-"""Fixtures for the read service's unit tests: records and replicas without a broker."""
+"""Fixtures for the read service's unit tests: records, replicas and a service (over a real
+replica and gate, with fakes for the feed, the broker reads, the model) without a broker."""
 
 from __future__ import annotations
 
+import threading
+import time
+import zlib
 from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from agents.models.embedder import vector_to_bytes
+from streams.partitioning import partition_for_tenant
+from streams.service.auth import TokenTable
+from streams.service.consistency import ConsistencyGate
+from streams.service.core import ReadService, ServiceMetrics
+from streams.service.http import create_app
+from streams.service.readiness import Readiness
 from streams.service.replica import Replica
 from streams.service.vectors import IndexPolicy
+from streams.settings import load_settings
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 16
@@ -58,3 +70,126 @@ def replica_factory(memory_factory):  # type: ignore[no-untyped-def]
         return replica
 
     return make
+
+
+def _seed(text: str) -> int:
+    words = text.split()
+    if len(words) > 2 and words[2].isdigit():
+        return int(words[2])
+    return zlib.crc32(text.encode("utf-8", "surrogatepass")) + 1_000_000  # any other text
+
+
+class FakeEmbedder:
+    model_id = MODEL
+    dimension = DIM
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        # "memory number 7 of acme" -> the vector of memory 7
+        return np.stack([unit(_seed(t)) for t in texts])
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+class FakeFeed:
+    alive = True
+    failed = None
+    topics = {"memories.v1": "memories.v1", "summaries.v1": "summaries.v1"}
+
+    def __init__(self, replica: Any = None) -> None:
+        self.replica = replica
+        self.caught_up = threading.Event()
+        self.caught_up.set()
+
+    def lag(self) -> int:
+        return 0
+
+
+class FakeOffsets:
+    """A broker where the worker group has consumed everything (``committed`` huge, every
+    end 0), or, with ``stuck``, where nothing ever commits and each read takes ``delay``."""
+
+    def __init__(self, stuck: bool = False, delay: float = 0.0) -> None:
+        self.stuck, self.delay = stuck, delay
+        self.reads = 0
+
+    def _read(self, timeout: float) -> None:
+        self.reads += 1
+        time.sleep(min(self.delay, timeout))
+
+    def committed(self, topic: str, partition: int, timeout: float) -> int:
+        self._read(timeout)
+        return 0 if self.stuck else 2**62
+
+    def end(self, topic: str, partition: int, timeout: float) -> int:
+        self._read(timeout)
+        return 0
+
+    def no_data_between(self, topic: str, partition: int, start: int, end: int,
+                        timeout: float) -> bool:
+        self._read(timeout)
+        return not self.stuck
+
+    def partition_count(self, topic: str, timeout: float) -> int | None:
+        return 4
+
+    def close(self) -> None:
+        pass
+
+
+class FakeTombstones:
+    def __init__(self, replica: Any, memory_factory: Any) -> None:
+        self.replica, self.make = replica, memory_factory
+
+    def delete(self, tenant: str, memory: dict[str, Any]) -> str:
+        n = int(memory["memory_id"].rsplit("m", 1)[1])
+        with self.replica.lock:
+            self.replica.apply("memories.v1", 0, 999, self.make(tenant, n, deleted=True))
+        return f"memories.v1:{partition_for_tenant(tenant, 4)}:0"
+
+
+@pytest.fixture
+def client(service_factory) -> TestClient:  # type: ignore[no-untyped-def]
+    return TestClient(create_app(service_factory()))
+
+
+@pytest.fixture
+def service_factory(replica_factory, memory_factory):  # type: ignore[no-untyped-def]
+    """A service over a replica of 20 memories per tenant, with the given (fake) model."""
+
+    def make(embedder: Any = None, model_error: str | None = None,
+             offsets: Any = None, **settings: Any) -> ReadService:
+        return _service(replica_factory, memory_factory, embedder or FakeEmbedder(), model_error,
+                        offsets or FakeOffsets(), settings)
+
+    return make
+
+
+@pytest.fixture
+def reachable_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broker and registry checks pass without a broker or a registry."""
+    monkeypatch.setattr(Readiness, "broker", lambda _s: {"ok": True, "detail": "fake"})
+    monkeypatch.setattr(Readiness, "registry", lambda _s: {"ok": True, "detail": "fake"})
+
+
+def _service(replica_factory: Any, memory_factory: Any, embedder: Any,
+             model_error: str | None, offsets: Any, settings: dict[str, Any]) -> ReadService:
+    replica = replica_factory(20)
+    with replica.lock:
+        replica.apply("summaries.v1", 0, 0, {
+            "tenant": "acme", "summary_id": "sum-1", "event_id": "x", "event_time": 5,
+            "session_id": "s1", "window_start": 0, "window_end": 10,
+            "text": "the session was about keys", "key_terms": [], "event_ids": ["e1", "e4"],
+        })
+    feed = FakeFeed(replica)
+    config = load_settings(**settings)
+    return ReadService(
+        config, replica, feed, ConsistencyGate(config, feed, offsets),  # type: ignore[arg-type]
+        embedder,
+        TokenTable.parse("tok-acme=acme,tok-globex=globex"), ServiceMetrics(),
+        FakeTombstones(replica, memory_factory), model_error,  # type: ignore[arg-type]
+    )
+
+
+ACME = {"Authorization": "Bearer tok-acme"}
+GLOBEX = {"Authorization": "Bearer tok-globex"}

@@ -2,104 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
-from streams.service import http
-from streams.service.auth import TokenTable
-from streams.service.core import MissingModel, ModelNotLoadedError, ReadService, ServiceMetrics
+from streams.service.core import MissingModel, ModelNotLoadedError, ServiceMetrics
 from streams.service.http import create_app
-from streams.settings import load_settings
-from tests.unit.service.conftest import DIM, MODEL, unit
-
-
-class FakeEmbedder:
-    model_id = MODEL
-    dimension = DIM
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        # "memory number 7 of acme" -> the vector of memory 7
-        return np.stack([unit(int(t.split()[2])) for t in texts])
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-
-class FakeFeed:
-    alive = True
-    failed = None
-    topics = {"memories.v1": "memories.v1", "summaries.v1": "summaries.v1"}
-
-    def __init__(self) -> None:
-        self.caught_up = threading.Event()
-        self.caught_up.set()
-
-    def lag(self) -> int:
-        return 0
-
-
-class FakeGate:
-    def wait(self, positions: list[Any], timeout_s: float | None = None) -> None:
-        self.waited = positions
-
-
-class FakeTombstones:
-    def __init__(self, replica: Any, memory_factory: Any) -> None:
-        self.replica, self.make = replica, memory_factory
-
-    def delete(self, tenant: str, memory: dict[str, Any]) -> str:
-        n = int(memory["memory_id"].rsplit("m", 1)[1])
-        with self.replica.lock:
-            self.replica.apply("memories.v1", 0, 999, self.make(tenant, n, deleted=True))
-        return "memories.v1:0:999"
-
-
-@pytest.fixture
-def client(service_factory) -> TestClient:  # type: ignore[no-untyped-def]
-    return TestClient(create_app(service_factory()))
-
-
-@pytest.fixture
-def service_factory(replica_factory, memory_factory):  # type: ignore[no-untyped-def]
-    """A service over a replica of 20 memories per tenant, with the given (fake) model."""
-
-    def make(embedder: Any = None, model_error: str | None = None) -> ReadService:
-        return _service(replica_factory, memory_factory, embedder or FakeEmbedder(), model_error)
-
-    return make
-
-
-@pytest.fixture
-def reachable_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Broker and registry checks pass without a broker or a registry."""
-    monkeypatch.setattr(http, "_check_broker", lambda _s: {"ok": True, "detail": "fake"})
-    monkeypatch.setattr(http, "_check_registry", lambda _s: {"ok": True, "detail": "fake"})
-
-
-def _service(replica_factory: Any, memory_factory: Any, embedder: Any,
-             model_error: str | None) -> ReadService:
-    replica = replica_factory(20)
-    with replica.lock:
-        replica.apply("summaries.v1", 0, 0, {
-            "tenant": "acme", "summary_id": "sum-1", "event_id": "x", "event_time": 5,
-            "session_id": "s1", "window_start": 0, "window_end": 10,
-            "text": "the session was about keys", "key_terms": [], "event_ids": ["e1", "e4"],
-        })
-    return ReadService(
-        load_settings(), replica, FakeFeed(), FakeGate(), embedder,  # type: ignore[arg-type]
-        TokenTable.parse("tok-acme=acme,tok-globex=globex"), ServiceMetrics(),
-        FakeTombstones(replica, memory_factory), model_error,  # type: ignore[arg-type]
-    )
-
-
-ACME = {"Authorization": "Bearer tok-acme"}
-GLOBEX = {"Authorization": "Bearer tok-globex"}
+from tests.unit.service.conftest import ACME, DIM, GLOBEX, MODEL
 
 
 def test_every_v1_request_needs_a_valid_token(client: TestClient) -> None:

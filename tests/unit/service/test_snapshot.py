@@ -11,6 +11,7 @@ import pytest
 from streams.service.snapshot import SnapshotStore, manifest, write_part
 from streams.service.vectors import IndexPolicy
 from tests.unit.service.conftest import DIM, MODEL
+from tests.unit.test_private_files import mode, open_umask, others_can_read  # noqa: F401
 
 TOPICS = {"memories.v1": "memories.v1", "summaries.v1": "summaries.v1"}
 
@@ -86,3 +87,14 @@ def test_parts_sharing_a_tenant_are_refused(replica_factory, tmp_path: Path) -> 
     parts = [write_part(tmp, replica_factory(5), "p0-"), write_part(tmp, replica_factory(5), "p1-")]
     with pytest.raises(ValueError, match="share a tenant"):
         manifest(MODEL, DIM, TOPICS, parts)
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_snapshots_are_private(replica_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Snapshot directories 0700 and files 0600 whatever the umask (every tenant's text)."""
+    serve = tmp_path / "state" / "serve" / "app"
+    SnapshotStore(serve).save(replica_factory(20), TOPICS)
+    assert others_can_read(tmp_path / "state") == []
+    files = [p for p in serve.rglob("*") if p.is_file()]
+    assert files and all(mode(p) == 0o600 for p in files)
+    assert (serve / "CURRENT").exists()
