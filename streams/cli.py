@@ -324,7 +324,7 @@ def worker(
     plain_logs: Annotated[bool, typer.Option("--plain-logs", help="text logs, not JSON")] = False,
 ) -> None:
     """Run the agents with exactly-once transactions until SIGTERM/SIGINT."""
-    from streams.observability import configure_logging
+    from streams.logs import configure_logging
     from streams.worker import AGENT_NAMES, run_worker
 
     configure_logging(json_lines=not plain_logs)
@@ -360,7 +360,7 @@ def serve(
     plain_logs: Annotated[bool, typer.Option("--plain-logs", help="text logs, not JSON")] = False,
 ) -> None:
     """The read service: materialize memories.v1 and summaries.v1, serve recall over HTTP."""
-    from streams.observability import configure_logging
+    from streams.logs import configure_logging
     from streams.service.run import serve as run_serve
 
     configure_logging(json_lines=not plain_logs)

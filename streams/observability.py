@@ -27,9 +27,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-# Logging lives in streams.logs (no metrics dependency: the SDK-only CLI configures it too).
-from streams.logs import JsonFormatter, configure_logging, quiet_http_clients  # noqa: F401
-
 logger = logging.getLogger(__name__)
 
 class WorkerMetrics:

@@ -274,7 +274,7 @@ def create_app(service: ReadService) -> FastAPI:
         await wait_for(tenant, body.consistency_token)
         return await run_in_threadpool(_context, service, body, tenant)
 
-    @app.get("/v1/whoami", response_model=Identity)
+    @app.get("/v1/whoami", response_model=Identity, responses=_V1)
     def whoami(tenant: Tenant) -> Identity:
         return Identity(tenant=tenant)
 

@@ -223,7 +223,7 @@ def balanced_shares(sizes: dict[int, int], jobs: int) -> list[list[int]]:
 
 def _share_main() -> int:
     """One share of a parallel rebuild (run by ``_rebuild_parallel``)."""
-    from streams.observability import configure_logging
+    from streams.logs import configure_logging
 
     settings, partitions, tmp, prefix = pickle.loads(sys.stdin.buffer.read())
     configure_logging("WARNING", json_lines=False)

@@ -155,7 +155,8 @@ def test_the_cli_works_without_the_mcp_extra() -> None:
             "from streams.cli import app\n"
             "r = CliRunner().invoke(app, ['mcp'])\n"
             "print(r.exit_code, r.output)\n"
-            "print(CliRunner().invoke(app, ['hash-token', 't', 'acme']).exit_code)\n")
+            "print(CliRunner().invoke(app, ['hash-token', 'acme'],\n"
+            "                         input='a-token-of-enough-length\\n').exit_code)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=120, env={"PATH": "/usr/bin:/bin",
                                                      "PYTHONPATH": str(REPO)})
