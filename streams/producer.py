@@ -1,15 +1,16 @@
 """The producer SDK: typed events in, Avro through the registry, delivery results out.
 
 Idempotent, ``acks=all``, compressed. Every event is validated against its topic's
-latest schema before anything is sent; a bad one raises ``ValidationError`` naming the
-field and the limit. A broker or registry that does not answer gives an error after
-``request_timeout_s``, never a hang.
+latest schema, and by ``check_event`` against what the agents refuse, before anything is
+sent; a bad one raises ``ValidationError`` naming the field and the limit. A broker or
+registry that does not answer gives an error after ``request_timeout_s``, never a hang.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from streams.partitioning import partition_for_tenant
 from streams.registry import latest_schema, registry_client, subject_for
 from streams.settings import Settings, load_settings
 from streams.topics import LARGEST_MESSAGE_BYTES, TopicSpec, topic_spec, voice_audio_limit
-from streams.validation import validate_record
+from streams.validation import check_event, validate_record
 
 logger = logging.getLogger(__name__)
 
@@ -262,4 +263,11 @@ class MemstreamProducer:
             "comment": self.settings.max_text_chars,
             "audio": voice_audio_limit(),
         }
-        return validate_record(self._schema(spec), record, where=spec.base, limits=limits)
+        checked = validate_record(self._schema(spec), record, where=spec.base, limits=limits)
+        # What an agent would refuse is refused here, by the same function.
+        check_event(
+            spec.base, checked, max_text_chars=self.settings.max_text_chars,
+            now_ms=int(time.time() * 1000),
+            max_ahead_ms=int(self.settings.max_event_time_ahead_s * 1000),
+        )
+        return checked

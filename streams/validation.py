@@ -1,13 +1,24 @@
-"""Check an event against its Avro schema before anything is sent, naming the bad field."""
+"""Check an event before anything is sent, naming the bad field: against its Avro schema
+(``validate_record``) and against what the agents refuse (``check_event``, which the agents
+call on every record they read, so the door and the pipeline apply one rule)."""
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from streams.content import normalize_text
 from streams.exceptions import ValidationError
+
+# A tenant is an identifier: it keys every store, topic partition and query.
+TENANT_MAX_CHARS = 256
+# feedback.v1's rating, as its schema declares it ("in [0,1], 1 = best").
+RATING_RANGE = (0.0, 1.0)
+# Topics whose records carry a text that becomes a memory.
+_TEXT_TOPICS = frozenset({"telemetry.v1", "transcripts.v1", "scored.v1"})
 
 _MISSING = object()
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
@@ -143,6 +154,7 @@ def _primitive(
     if kind == "string":
         if not isinstance(value, str):
             _fail(where, path, f"must be a string, got {_type_name(value)}")
+        _check_utf8(value, where, path)
         limit = limits.get(name)
         if limit is not None and len(value) > limit:
             _fail(
@@ -159,6 +171,86 @@ def _primitive(
         return bytes(value)
     _fail(where, path, f"has an unsupported schema type {kind!r}")
     return None  # unreachable
+
+
+def check_event(
+    topic: str,
+    record: Mapping[str, Any],
+    *,
+    max_text_chars: int,
+    now_ms: int | None = None,
+    max_ahead_ms: int | None = None,
+) -> None:
+    """Raise ValidationError for what an agent would refuse in a schema-valid ``record`` of
+    ``topic`` (base name): a bad tenant, a text that is empty after the normalization memorize
+    uses or over ``max_text_chars``, a rating outside ``RATING_RANGE``, an ``event_time`` more
+    than ``max_ahead_ms`` after ``now_ms`` (the SDK's clock, or the record's broker timestamp
+    in an agent). ``.code`` says which: invalid, empty, oversize or event_time_ahead."""
+    check_tenant(record.get("tenant"), where=topic)
+    if topic in _TEXT_TOPICS:
+        text = record.get("text")
+        if not isinstance(text, str):
+            _fail(topic, "text", f"must be a string, got {_type_name(text)}")
+        if len(text) > max_text_chars:
+            raise ValidationError(
+                f"{topic}: field 'text' is {len(text)} characters, over the limit of "
+                f"{max_text_chars}", field="text", limit=max_text_chars, code="oversize")
+        if not normalize_text(text):
+            raise ValidationError(
+                f"{topic}: field 'text' is empty after normalization (whitespace and "
+                f"punctuation only, {len(text)} characters): nothing to remember",
+                field="text", code="empty")
+    if topic == "feedback.v1":
+        rating = record.get("rating")
+        lo, hi = RATING_RANGE
+        if (isinstance(rating, bool) or not isinstance(rating, int | float)
+                or not math.isfinite(rating) or not lo <= rating <= hi):
+            _fail(topic, "rating", f"must be a number in [{lo:g}, {hi:g}], got {rating!r}",
+                  limit=hi)
+    if now_ms is not None and max_ahead_ms is not None:
+        event_ms = _millis(record.get("event_time"))
+        if event_ms is not None and event_ms - now_ms > max_ahead_ms:
+            raise ValidationError(
+                f"{topic}: field 'event_time' is {(event_ms - now_ms) / 1000:.0f}s ahead of "
+                f"the clock it is checked against, over the limit of {max_ahead_ms / 1000:.0f}s",
+                field="event_time", limit=max_ahead_ms, code="event_time_ahead")
+
+
+def check_tenant(tenant: Any, *, where: str) -> str:
+    """Return ``tenant`` if it is a usable tenant name, else raise ValidationError: not
+    empty, at most ``TENANT_MAX_CHARS``, no surrounding whitespace, no control, format
+    (zero-width, bidi), surrogate or unassigned characters."""
+    if not isinstance(tenant, str):
+        _fail(where, "tenant", f"must be a string, got {_type_name(tenant)}")
+    if not tenant:
+        raise ValidationError(f"{where}: field 'tenant' must not be empty", field="tenant",
+                              code="empty")
+    if len(tenant) > TENANT_MAX_CHARS:
+        _fail(where, "tenant", f"is {len(tenant)} characters, over the limit of "
+              f"{TENANT_MAX_CHARS}", limit=TENANT_MAX_CHARS)
+    if tenant != tenant.strip():
+        _fail(where, "tenant", "must not start or end with whitespace")
+    for i, char in enumerate(tenant):
+        if unicodedata.category(char).startswith("C"):
+            _fail(where, "tenant", f"has a control or invisible character U+{ord(char):04X} "
+                  f"at position {i}")
+    return tenant
+
+
+def _millis(value: Any) -> int | None:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _check_utf8(value: str, where: str, path: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        _fail(where, path, f"is not valid Unicode: lone surrogate U+{ord(value[exc.start]):04X} "
+              f"at position {exc.start}")
 
 
 def _join(path: str, name: str) -> str:
