@@ -659,8 +659,8 @@ def _summary(agent: str, exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     if frames:
         frame = frames[-1]
-        where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}"
-    return f"agent {agent} raised {type(exc).__name__}{where}: {exc}"[:1000]
+        where = f" (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
+    return f"agent {agent} raised {type(exc).__name__}: {str(exc)[:800]}{where}"
 
 
 def _has_header(msg: Message, name: str) -> bool:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from unittest.mock import ANY
-
 from collections.abc import Callable
+from unittest.mock import ANY
 
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, feedback, telemetry
