@@ -38,7 +38,7 @@ from confluent_kafka import (
 
 from agents.deadletter import DeadLetterReason, SourceCoordinates, dead_letter
 from streams.codec import AvroCodec, CodecError
-from streams.exceptions import MemstreamError
+from streams.exceptions import MemstreamError, UnavailableError
 from streams.observability import WorkerMetrics
 from streams.partitioning import partition_for_tenant
 from streams.processing.store import PartitionStore, restore_stores
@@ -463,13 +463,7 @@ class Processor:
     # -- sending --------------------------------------------------------------------------
     def send(self, topic: str, record: dict[str, Any], *, key: str, agent: str) -> None:
         """Encode and produce ``record`` inside the open transaction."""
-        target = self._outputs.get(topic)
-        if target is None:
-            spec = topic_spec(topic)
-            target = (self.settings.topic(topic), subject_for(self.settings, spec),
-                      latest_schema(spec.schema))
-            self._outputs[topic] = target
-        full, subject, schema = target
+        full, subject, schema = self._output(topic)
         value = self.codec.encode(subject, schema, record)
         tenant = str(record["tenant"])
         partition = self._partition_of.get(tenant)
@@ -479,6 +473,20 @@ class Processor:
                 self._partition_of[tenant] = partition
         self._produce(full, partition, key.encode(), value)
         self._counts[("events_out", agent, topic)] += 1
+
+    def _output(self, topic: str) -> tuple[str, str, dict[str, Any]]:
+        """(full topic, subject, schema) of an output topic, its schema id looked up once: a
+        subject the registry lacks is a deployment fault, waited out, never a record's."""
+        target = self._outputs.get(topic)
+        if target is None:
+            spec = topic_spec(topic)
+            subject, schema = subject_for(self.settings, spec), latest_schema(spec.schema)
+            try:
+                self.codec.schema_id(subject, schema)
+            except CodecError as exc:
+                raise UnavailableError(f"output {topic}: {exc}") from exc
+            target = self._outputs[topic] = (self.settings.topic(topic), subject, schema)
+        return target
 
     def dead_letter(
         self,
@@ -502,10 +510,8 @@ class Processor:
         tenant: str | None,
     ) -> None:
         letter = dead_letter(source, agent=agent, reason=reason, detail=detail, tenant=tenant)
-        spec = topic_spec("deadletter.v1")
-        value = self.codec.encode(
-            subject_for(self.settings, spec), latest_schema(spec.schema), letter
-        )
+        _full, subject, schema = self._output("deadletter.v1")
+        value = self.codec.encode(subject, schema, letter)
         # Same partition number as the source: a dead letter stays with its tenant.
         self._produce(
             self.settings.topic("deadletter.v1"), source.partition, source.topic.encode(), value
