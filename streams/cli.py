@@ -388,8 +388,8 @@ def stats() -> None:
         f" + in deleted memories {result.deleted_events}"
         f" + dead-lettered {result.dead_lettered} + in flight {result.in_flight}"
     )
-    for agent, count in sorted(result.dead_letters.items()):
-        typer.echo(f"  dead letters from {agent}: {count}")
+    for (agent, source, reason), count in sorted(result.dead_letter_detail.items()):
+        typer.echo(f"  dead letters from {agent} on {source}: {count} {reason}")
 
 
 # -- read service -------------------------------------------------------------------------------

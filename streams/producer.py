@@ -258,16 +258,24 @@ class MemstreamProducer:
         return schema
 
     def _validated(self, spec: TopicSpec, record: Mapping[str, Any]) -> dict[str, Any]:
-        limits = {
-            "text": self.settings.max_text_chars,
-            "comment": self.settings.max_text_chars,
-            "audio": voice_audio_limit(),
-        }
-        checked = validate_record(self._schema(spec), record, where=spec.base, limits=limits)
-        # What an agent would refuse is refused here, by the same function.
-        check_event(
-            spec.base, checked, max_text_chars=self.settings.max_text_chars,
-            now_ms=int(time.time() * 1000),
-            max_ahead_ms=int(self.settings.max_event_time_ahead_s * 1000),
-        )
-        return checked
+        return validated(self.settings, spec, self._schema(spec), record)
+
+
+def validated(
+    settings: Settings, spec: TopicSpec, schema: Mapping[str, Any], record: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``record`` checked as the SDK checks it before sending (schema, limits, and what the
+    agents refuse), with defaults filled; else ValidationError naming the field."""
+    limits = {
+        "text": settings.max_text_chars,
+        "comment": settings.max_text_chars,
+        "audio": voice_audio_limit(),
+    }
+    checked = validate_record(schema, record, where=spec.base, limits=limits)
+    # What an agent would refuse is refused here, by the same function.
+    check_event(
+        spec.base, checked, max_text_chars=settings.max_text_chars,
+        now_ms=int(time.time() * 1000),
+        max_ahead_ms=int(settings.max_event_time_ahead_s * 1000),
+    )
+    return checked

@@ -195,10 +195,11 @@ def check_event(
             raise ValidationError(
                 f"{topic}: field 'text' is {len(text)} characters, over the limit of "
                 f"{max_text_chars}", field="text", limit=max_text_chars, code="oversize")
-        if not normalize_text(text):
+        if not _visible(normalize_text(text)):
             raise ValidationError(
-                f"{topic}: field 'text' is empty after normalization (whitespace and "
-                f"punctuation only, {len(text)} characters): nothing to remember",
+                f"{topic}: field 'text' is empty after normalization (whitespace, "
+                f"punctuation or invisible characters only, {len(text)} characters): "
+                "nothing to remember",
                 field="text", code="empty")
     if topic == "feedback.v1":
         rating = record.get("rating")
@@ -235,6 +236,12 @@ def check_tenant(tenant: Any, *, where: str) -> str:
             _fail(where, "tenant", f"has a control or invisible character U+{ord(char):04X} "
                   f"at position {i}")
     return tenant
+
+
+def _visible(normalized: str) -> bool:
+    """Whether a normalized text has a character one can see (not a control, format such as
+    zero-width or bidi, or separator character)."""
+    return any(not unicodedata.category(c).startswith(("C", "Z")) for c in normalized)
 
 
 def _millis(value: Any) -> int | None:
