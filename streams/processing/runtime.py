@@ -344,6 +344,7 @@ class Processor:
         return False
 
     def _process_batch(self, msgs: list[Message]) -> None:
+        self._failed_agent = None
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         for msg in msgs:

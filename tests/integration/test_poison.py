@@ -284,3 +284,30 @@ def test_poison_corpus_is_dead_lettered_and_every_good_event_memorized(
         "telemetry.v1"))
     assert dead == telemetry_dead, stats
     assert ingested == corpus.telemetry_records + len(voice_good), stats
+
+
+def test_a_question_mark_or_an_empty_tenant_next_to_valid_events_stops_nothing(
+    provisioned: Settings, tmp_path: Path
+) -> None:
+    """The issue's case: "?" and tenant "" beside valid events of three tenants made memorize
+    raise, the worker exit 2, and every restart exit again on the same record."""
+    from tests.integration.harness import produce_unchecked
+
+    settings = worker_settings(provisioned, tmp_path)
+    valid = [_telemetry(t, f"How does {t} rotate its billing keys?", k)
+             for k, t in enumerate(TENANTS)]
+    poison = [_telemetry("acme", "?", 10), _telemetry("", "Where is the runbook?", 11),
+              _telemetry("globex", "...", 12)]
+    produce_unchecked(settings, [valid[0], poison[0], valid[1], poison[1], poison[2], valid[2]])
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings, log, agents="score,memorize")
+    try:
+        wait_ready(log, 0, timeout=300)
+        wait_drained(settings, len(valid) + len(poison), timeout=300)
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        assert stop_worker(proc) == 0, log.read_text()[-3000:]
+    memorized = {e for m in final_memories(settings).values() for e in m["source_event_ids"]}
+    assert memorized == {e.event_id for e in valid}
+    assert sorted((d["agent"], d["reason_code"]) for d in dead_letters(settings)) == [
+        ("score", "empty_text"), ("score", "empty_text"), ("score", "schema_invalid")]
