@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.events import TelemetryEvent
-from streams.exceptions import ValidationError
+from streams.exceptions import UnavailableError, ValidationError
 from streams.processing.runtime import BatchContext, InputRecord, ProcessingError, Processor
 from streams.producer import MemstreamProducer
 from streams.settings import Settings
@@ -28,6 +28,7 @@ class Fragile:
 
     def __init__(self) -> None:
         self.flaked: set[str] = set()
+        self.tripped = False
 
     def on_assigned(self, partitions: frozenset[int], stores: Any) -> None:
         pass
@@ -40,6 +41,9 @@ class Fragile:
             if v["text"] == "invalid":
                 raise ValidationError("in step 'fragile', text: 'invalid' is refused",
                                       field="text")
+            if v["text"] == "tripwire" and len(records) <= 12 and not self.tripped:
+                self.tripped = True  # the registry fails once, in the middle of a bisection
+                raise UnavailableError("registry unreachable (once)")
             if v["text"] == "flaky" and v["event_id"] not in self.flaked:
                 self.flaked.add(v["event_id"])
                 raise RuntimeError("flaky: fails the first time only")
@@ -202,3 +206,20 @@ def test_on_processing_error_fail_stops_the_runtime_and_commits_nothing(
     # Whatever the batch held with the failing record was not committed.
     committed = _committed(settings, settings.topic("telemetry.v1"))
     assert committed < len(events)
+
+
+def test_a_retriable_error_during_a_bisection_loses_and_duplicates_nothing(
+    provisioned: Settings, tmp_path: Path
+) -> None:
+    settings = _settings(provisioned, tmp_path)
+    texts = [f"note {i}" for i in range(24)]
+    texts[3] = "invalid"
+    texts[9] = "tripwire"
+    events = _events(texts)
+    agent = Fragile()
+    assert _run_until_committed(settings, events, agent) is None
+    assert agent.tripped
+    out = [r["event_id"] for r in scored(settings)]
+    assert sorted(out) == sorted(e.event_id for e in events if e.text != "invalid")
+    assert len(out) == len(set(out)), "a record was output twice"
+    assert [d["reason_code"] for d in dead_letters(settings)] == ["invalid_data"]
