@@ -8,7 +8,7 @@ import math
 import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from streams.content import normalize_text
 from streams.exceptions import ValidationError
@@ -268,5 +268,5 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _fail(where: str, field: str, problem: str, limit: object | None = None) -> None:
+def _fail(where: str, field: str, problem: str, limit: object | None = None) -> NoReturn:
     raise ValidationError(f"{where}: field {field!r} {problem}", field=field, limit=limit)

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -268,7 +268,7 @@ class Processor:
             # Aborts rewound the batch's partitions: go past what was committed since.
             first: dict[tuple[str, int], int] = {}
             for msg in msgs:
-                first.setdefault((msg.topic(), msg.partition()), msg.offset())
+                first.setdefault(_slot(msg), cast(int, msg.offset()))
             for (topic, partition), offset in first.items():
                 position = done.get((topic, partition), offset)
                 self.consumer.seek(TopicPartition(topic, partition, position))
@@ -657,7 +657,12 @@ def _is_data_error(error: Exception) -> bool:
 
 def _mark_done(done: dict[tuple[str, int], int], msgs: list[Message]) -> None:
     for msg in msgs:
-        done[(msg.topic(), msg.partition())] = msg.offset() + 1
+        done[_slot(msg)] = cast(int, msg.offset()) + 1
+
+
+def _slot(msg: Message) -> tuple[str, int]:
+    """(topic, partition) of a consumed record (both always set on one)."""
+    return cast(str, msg.topic()), cast(int, msg.partition())
 
 
 def _summary(agent: str, exc: BaseException) -> str:
