@@ -7,6 +7,7 @@ import struct
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.events import TelemetryEvent
@@ -79,3 +80,40 @@ def test_registry_503_on_schema_lookup_is_waited_out_not_dead_lettered(
     assert [(d["reason_code"], d["source_offset"]) for d in letters] == [("undecodable", 3)] or [
         d["reason_code"] for d in letters] == ["undecodable"]
     assert "987654" in letters[0]["reason"]
+
+
+def test_only_the_registrys_own_404_makes_bytes_undecodable(provisioned: Settings) -> None:
+    """5xx, a refused connection and a 404 that is not the registry's answer (a wrong URL
+    path) are UnavailableError (wait); the registry's 40403 for an id is CodecError."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from streams.codec import AvroCodec, CodecError
+    from streams.events import as_record
+    from streams.exceptions import UnavailableError
+    from streams.registry import latest_schema, registry_client, subject_for
+    from streams.topics import topic_spec
+    from tests.integration.harness import free_port
+
+    spec = topic_spec("telemetry.v1")
+    schema = latest_schema(spec.schema)
+    event = TelemetryEvent(tenant="acme", session_id="s", interaction_id="i", kind="NOTE",
+                           text="hello")
+    good = AvroCodec(registry_client(provisioned)).encode(
+        subject_for(provisioned, spec), schema, as_record(event))
+    unknown = struct.pack(">bI", 0, 987_654) + good[5:]
+
+    def codec(url: str) -> AvroCodec:
+        return AvroCodec(SchemaRegistryClient({"url": url, "timeout": 5, "max.retries": 0}))
+
+    with pytest.raises(CodecError, match="987654 is unknown"):
+        codec(provisioned.schema_registry_url).decode(unknown, schema)
+    with pytest.raises(UnavailableError):
+        codec(provisioned.schema_registry_url + "-wrong-path").decode(good, schema)
+    with pytest.raises(UnavailableError):
+        codec(f"http://127.0.0.1:{free_port()}").decode(good, schema)
+    with FailingRegistryProxy(provisioned.schema_registry_url) as proxy:
+        proxy.failing.set()
+        with pytest.raises(UnavailableError, match="503"):
+            codec(proxy.url).decode(good, schema)
+        proxy.failing.clear()
+        assert codec(proxy.url).decode(good, schema)["text"] == "hello"
