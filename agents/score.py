@@ -26,6 +26,10 @@ SEP = "\x00"
 # The interactions store's reserved key for a partition's event-time clock (no tenant:
 # interaction key starts with two separators).
 CLOCK_KEY = SEP + SEP + "clock"
+# Feedback records kept per interaction while none of its events has arrived (each is
+# dead-lettered if none comes before it expires; beyond this many, the oldest are dropped
+# from the list and only the latest ones get a dead letter).
+MAX_PENDING_FEEDBACK = 100
 
 
 def to_millis(value: Any) -> int:
@@ -133,7 +137,9 @@ class ScoreAgent:
             # Feedback may come before its events: it waits, and is dead-lettered when it
             # expires unmatched (never dropped in silence).
             entry = entry or {"events": [], "rating": None}
-            entry["pending"] = {"offset": record.offset, "key": record.key, "raw": record.raw}
+            pending = entry.get("pending", [])[-(MAX_PENDING_FEEDBACK - 1):]
+            entry["pending"] = [*pending, {"offset": record.offset, "key": record.key,
+                                           "raw": record.raw}]
         rating = float(v["rating"])
         entry["rating"] = rating
         entry["touched"] = max(entry.get("touched", 0), event_time)
@@ -224,8 +230,8 @@ class ScoreAgent:
                 entry = store.get(key)  # this batch's own writes count
                 if entry is not None and entry.get("touched", 0) < newest - self.ttl_ms:
                     store.delete(key)
-                    if not entry["events"] and entry.get("pending"):
-                        self._unmatched(key, entry["pending"], partition, ctx)
+                    for pending in entry.get("pending", []):  # gone once events come
+                        self._unmatched(key, pending, partition, ctx)
         store.put(CLOCK_KEY, clock)
 
     @staticmethod

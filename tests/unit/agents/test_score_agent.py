@@ -73,7 +73,7 @@ def test_early_feedback_is_kept_until_its_event_arrives(
     ctx.commit()
     assert ctx.sent == []
     assert interaction(ctx, "i-1") == {"events": [], "rating": 0.8, "touched": T0 + 1000,
-                                       "pending": {"offset": 0, "key": b"acme", "raw": ANY}}
+                                       "pending": [{"offset": 0, "key": b"acme", "raw": ANY}]}
 
     # An event of another interaction does not see the rating.
     agent.process([telemetry("Something unrelated.", event_id="e-0", interaction_id="i-0")], ctx)

@@ -87,17 +87,20 @@ def test_early_feedback_that_never_finds_its_interaction_is_dead_lettered_when_i
 ) -> None:
     agent = score_agent_factory(interaction_ttl_s=60)
     fb = feedback(0.7, interaction_id="ghost", event_time=T0, offset=3)
+    again = feedback(0.2, interaction_id="ghost", event_id="f-2", event_time=T0 + 10, offset=4)
     agent.process([fb], ctx)
+    ctx.commit()
+    agent.process([again], ctx)
     ctx.commit()
     assert ctx.dead_letters == [], "feedback may come first: it waits"
     agent.process([telemetry(TEXT, event_id="e-1", interaction_id="other",
-                             event_time=T0 + 120_000, offset=4)], ctx)
+                             event_time=T0 + 120_000, offset=5)], ctx)
     ctx.commit()
-    [letter] = ctx.dead_letters
-    assert letter.reason is DeadLetterReason.UNKNOWN_INTERACTION
-    assert (letter.record.topic, letter.record.offset, letter.record.raw) == (
-        "feedback.v1", 3, fb.raw)
-    assert "no event of it arrived" in letter.detail
+    assert [(d.reason, d.record.topic, d.record.offset, d.record.raw)
+            for d in ctx.dead_letters] == [
+        (DeadLetterReason.UNKNOWN_INTERACTION, "feedback.v1", 3, fb.raw),
+        (DeadLetterReason.UNKNOWN_INTERACTION, "feedback.v1", 4, again.raw)]
+    assert "no event of it arrived" in ctx.dead_letters[0].detail
     assert ctx.store("interactions", 0).get(f"acme{SEP}ghost") is None
 
 
