@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from streams.exceptions import ValidationError
+
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "memstream:deadletter")
 
 
@@ -24,6 +26,29 @@ class DeadLetterReason(StrEnum):
     AUDIO_TOO_LONG = "audio_too_long"
     NO_SPEECH = "no_speech"
     PROCESSING_FAILED = "processing_failed"
+    INVALID_DATA = "invalid_data"
+    EVENT_TIME_AHEAD = "event_time_ahead"
+    UNKNOWN_INTERACTION = "unknown_interaction"
+
+
+_REASON_BY_CODE = {
+    "empty": DeadLetterReason.EMPTY_TEXT,
+    "oversize": DeadLetterReason.OVERSIZE,
+    "event_time_ahead": DeadLetterReason.EVENT_TIME_AHEAD,
+}
+
+
+def reason_for(exc: ValidationError) -> DeadLetterReason:
+    """The dead-letter reason for a record ``check_event`` refused."""
+    if exc.code == "empty" and exc.field != "text":
+        return DeadLetterReason.SCHEMA_INVALID
+    return _REASON_BY_CODE.get(exc.code, DeadLetterReason.SCHEMA_INVALID)
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot carry (lone surrogates) escaped, so a dead letter
+    about a hostile record always encodes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -53,7 +78,7 @@ def dead_letter(
     """
     coordinates = f"{source.topic}:{source.partition}:{source.offset}:{agent}"
     return {
-        "tenant": tenant or "unknown",
+        "tenant": printable(tenant) if tenant else "unknown",
         "event_id": str(uuid.uuid5(_NAMESPACE, coordinates)),
         "event_time": event_time or datetime.now(UTC),
         "source_topic": source.topic,
@@ -61,7 +86,7 @@ def dead_letter(
         "source_offset": source.offset,
         "agent": agent,
         "reason_code": reason.value,
-        "reason": detail,
+        "reason": printable(detail),
         "original_key": source.key,
         "original_value": source.value,
     }

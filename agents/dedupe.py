@@ -7,31 +7,15 @@ compacted ``memories.v1``), so an id derives only from the tenant and normalized
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 import uuid
 
+from streams.content import normalize_text
 from streams.exceptions import ValidationError
+
+__all__ = ["content_hash", "memory_id", "normalize_text"]
 
 # Fixed forever: changing it would give every existing memory a new id.
 MEMORY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "memstream:memory")
-
-
-def normalize_text(text: str) -> str:
-    """Return ``text`` as compared for duplicates: NFKC, casefolded, whitespace collapsed.
-
-    Surrounding punctuation and whitespace are stripped ("Hello!" == "hello"); inner
-    punctuation is kept, since it can carry meaning ("3.5" vs "35", "don't").
-    """
-    # NFKC again after casefolding: casefold can produce sequences NFKC would rewrite,
-    # and a second pass keeps the function idempotent.
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    collapsed = " ".join(folded.split())
-    start, end = 0, len(collapsed)
-    while start < end and _is_edge_noise(collapsed[start]):
-        start += 1
-    while end > start and _is_edge_noise(collapsed[end - 1]):
-        end -= 1
-    return collapsed[start:end]
 
 
 def content_hash(text: str) -> str:
@@ -58,7 +42,3 @@ def memory_id(tenant: str, text: str) -> str:
 
 def _digest(normalized: str) -> str:
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
-
-
-def _is_edge_noise(char: str) -> bool:
-    return char.isspace() or unicodedata.category(char).startswith("P")

@@ -14,15 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from agents.deadletter import DeadLetterReason
+from agents.deadletter import reason_for
 from agents.dedupe import memory_id
 from agents.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
 from agents.models.exceptions import ModelMismatchError
 from agents.models.index import TenantIndexes
 from agents.score import SEP, to_millis
+from streams.exceptions import ValidationError
 from streams.observability import WorkerMetrics
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess, fault_point
 from streams.topics import DELETION_HEADER
+from streams.validation import check_event
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +125,12 @@ class MemorizeAgent:
         logger.info("memory %s of tenant %s deleted", mid, tenant)
 
     def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:
-        text = record.value["text"]
-        tenant = record.value["tenant"]
-        if not text.strip():
-            ctx.dead_letter(record, DeadLetterReason.EMPTY_TEXT, "text is empty", tenant=tenant)
-            return False
-        if len(text) > self.max_text_chars:
-            ctx.dead_letter(record, DeadLetterReason.OVERSIZE,
-                            f"text is {len(text)} characters, over {self.max_text_chars}",
-                            tenant=tenant)
+        """The SDK's own check (score applies it too; this guards scored.v1 from elsewhere)."""
+        try:
+            check_event(record.topic, record.value, max_text_chars=self.max_text_chars)
+        except ValidationError as exc:
+            tenant = None if exc.field == "tenant" else record.value["tenant"]
+            ctx.dead_letter(record, reason_for(exc), str(exc), tenant=tenant)
             return False
         return True
 

@@ -12,11 +12,13 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from agents.deadletter import DeadLetterReason
+from agents.deadletter import DeadLetterReason, reason_for
 from agents.dedupe import content_hash
 from agents.scoring import ScoreInputError, ScoreInputs, ValueScorer
+from streams.exceptions import ValidationError
 from streams.observability import WorkerMetrics
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
+from streams.validation import check_event
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,10 @@ SEP = "\x00"
 # The interactions store's reserved key for a partition's event-time clock (no tenant:
 # interaction key starts with two separators).
 CLOCK_KEY = SEP + SEP + "clock"
+# Feedback records kept per interaction while none of its events has arrived (each is
+# dead-lettered if none comes before it expires; beyond this many, the oldest are dropped
+# from the list and only the latest ones get a dead letter).
+MAX_PENDING_FEEDBACK = 100
 
 
 def to_millis(value: Any) -> int:
@@ -47,10 +53,12 @@ class ScoreAgent:
         max_text_chars: int,
         interaction_ttl_s: float,
         metrics: WorkerMetrics,
+        max_event_time_ahead_s: float = 86_400,
     ) -> None:
         self.scorer = scorer
         self.max_text_chars = max_text_chars
         self.ttl_ms = int(interaction_ttl_s * 1000)
+        self.max_ahead_ms = int(max_event_time_ahead_s * 1000)
         self.metrics = metrics
         # Per partition, this batch's newest event time (the stream clock lives in the store).
         self._newest_ms: dict[int, int] = {}
@@ -62,6 +70,15 @@ class ScoreAgent:
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
         """Score, join and re-score, record by record in partition order."""
         for record in records:
+            try:
+                # The SDK's own check; the event time is bounded by the broker timestamp, so
+                # one record dated far ahead cannot move the stream clock (and expire state).
+                check_event(record.topic, record.value, max_text_chars=self.max_text_chars,
+                            now_ms=record.timestamp_ms, max_ahead_ms=self.max_ahead_ms)
+            except ValidationError as exc:
+                tenant = None if exc.field == "tenant" else record.value.get("tenant")
+                ctx.dead_letter(record, reason_for(exc), str(exc), tenant=tenant)
+                continue
             try:
                 if record.topic == "feedback.v1":
                     self._feedback(record, ctx)
@@ -77,20 +94,13 @@ class ScoreAgent:
     def _event(self, record: InputRecord, ctx: BatchContext) -> None:
         v = record.value
         tenant, text = v["tenant"], v["text"]
-        if not text.strip():
-            ctx.dead_letter(record, DeadLetterReason.EMPTY_TEXT, "text is empty", tenant=tenant)
-            return
-        if len(text) > self.max_text_chars:
-            ctx.dead_letter(record, DeadLetterReason.OVERSIZE,
-                            f"text is {len(text)} characters, over {self.max_text_chars}",
-                            tenant=tenant)
-            return
         interaction = v.get("interaction_id") or v["event_id"]
         key = f"{tenant}{SEP}{interaction}"
         store = ctx.store("interactions", record.partition)
         entry = store.get(key) or {"events": [], "rating": None}
         if any(e["event_id"] == v["event_id"] for e in entry["events"]):
             return  # the same event delivered twice upstream: scored once
+        entry.pop("pending", None)  # feedback that came first has found its interaction
         event = {
             "event_id": v["event_id"],
             "event_time": to_millis(v["event_time"]),
@@ -114,13 +124,24 @@ class ScoreAgent:
         tenant = v["tenant"]
         key = f"{tenant}{SEP}{v['interaction_id']}"
         store = ctx.store("interactions", record.partition)
-        entry = store.get(key) or {"events": [], "rating": None}
-        rating = float(v["rating"])
-        if not 0.0 <= rating <= 1.0:
-            raise ScoreInputError(f"feedback.v1: field 'rating' must be in [0, 1], got {rating}",
-                                  field="rating")
-        entry["rating"] = rating
         event_time = to_millis(v["event_time"])
+        entry = store.get(key)
+        if entry is None or not entry["events"]:
+            if self._too_late(record.partition, event_time, store):
+                ctx.dead_letter(
+                    record, DeadLetterReason.UNKNOWN_INTERACTION,
+                    f"feedback for unknown or expired interaction {v['interaction_id']!r}: its "
+                    f"event_time is over the interaction TTL ({self.ttl_ms // 1000}s) behind "
+                    "the partition's stream time", tenant=tenant)
+                return
+            # Feedback may come before its events: it waits, and is dead-lettered when it
+            # expires unmatched (never dropped in silence).
+            entry = entry or {"events": [], "rating": None}
+            pending = entry.get("pending", [])[-(MAX_PENDING_FEEDBACK - 1):]
+            entry["pending"] = [*pending, {"offset": record.offset, "key": record.key,
+                                           "raw": record.raw}]
+        rating = float(v["rating"])
+        entry["rating"] = rating
         entry["touched"] = max(entry.get("touched", 0), event_time)
         for event in entry["events"]:
             event["revision"] += 1
@@ -182,6 +203,11 @@ class ScoreAgent:
         return int(memory["occurrence_count"]) + 1, 1.0
 
     # -- expiry --------------------------------------------------------------------------------
+    def _too_late(self, partition: int, event_time: int, store: Any) -> bool:
+        clock = store.get(CLOCK_KEY) or {"newest": 0}
+        newest = max(clock["newest"], self._newest_ms.get(partition, 0))
+        return event_time < newest - self.ttl_ms
+
     def _seen(self, partition: int, event_time: int) -> None:
         self._newest_ms[partition] = max(self._newest_ms.get(partition, 0), event_time)
 
@@ -204,4 +230,17 @@ class ScoreAgent:
                 entry = store.get(key)  # this batch's own writes count
                 if entry is not None and entry.get("touched", 0) < newest - self.ttl_ms:
                     store.delete(key)
+                    for pending in entry.get("pending", []):  # gone once events come
+                        self._unmatched(key, pending, partition, ctx)
         store.put(CLOCK_KEY, clock)
+
+    @staticmethod
+    def _unmatched(key: str, pending: dict[str, Any], partition: int, ctx: BatchContext) -> None:
+        """Dead-letter feedback whose interaction never arrived within the TTL."""
+        tenant, _, interaction = key.partition(SEP)
+        record = InputRecord("feedback.v1", partition, pending["offset"], pending["key"],
+                             pending["raw"], {})
+        ctx.dead_letter(
+            record, DeadLetterReason.UNKNOWN_INTERACTION,
+            f"feedback for unknown or expired interaction {interaction!r}: no event of it "
+            "arrived before the interaction TTL ran out", tenant=tenant)

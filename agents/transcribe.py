@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from agents.deadletter import DeadLetterReason
+from agents.deadletter import DeadLetterReason, reason_for
 from agents.models.audio import check_audible, decode_clip
 from agents.models.exceptions import (
     AudioError,
@@ -28,8 +28,10 @@ from agents.models.exceptions import (
 )
 from agents.models.transcriber import Transcriber, Transcription
 from agents.score import to_millis
+from streams.exceptions import ValidationError
 from streams.observability import WorkerMetrics
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
+from streams.validation import check_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ class TranscribeAgent:
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
         """Transcribe the batch's notes concurrently, then send or dead-letter in input order."""
+        records = [r for r in records if self._acceptable(r, ctx)]
         futures = [
             self._pool.submit(
                 transcribe_clip,
@@ -169,6 +172,16 @@ class TranscribeAgent:
                 record.topic, record.partition, record.offset,
                 result.audio_seconds, result.processing_seconds,
             )
+
+    @staticmethod
+    def _acceptable(record: InputRecord, ctx: BatchContext) -> bool:
+        """The SDK's own check (a tenant it would refuse), before any audio is decoded."""
+        try:
+            check_tenant(record.value["tenant"], where=record.topic)
+        except ValidationError as exc:
+            ctx.dead_letter(record, reason_for(exc), str(exc))
+            return False
+        return True
 
     def close(self) -> None:
         """Stop the pool's threads."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import sys
@@ -157,30 +158,51 @@ def produce(
     topic: Annotated[str, typer.Argument(help="topic, e.g. telemetry.v1")],
     source: Annotated[str, typer.Argument(help="JSON-lines file, or - for stdin")] = "-",
 ) -> None:
-    """Send JSON lines through the SDK; print a count and an error summary."""
+    """Send JSON lines through the SDK; a bad line is reported (line N: field: reason) and
+    skipped; end with `sent X, rejected Y` (exit 1 if Y > 0)."""
     from streams.producer import MemstreamProducer
+    from streams.topics import topic_spec
 
+    settings = _settings()
+    try:
+        topic_spec(topic, settings.topic_prefix)
+    except KeyError as exc:
+        _say(f"topic: {exc.args[0]}")
+        raise typer.Exit(2) from None
     sent = 0
-    errors: list[str] = []
-    with MemstreamProducer(_settings()) as producer:
+    rejected = 0
+    with MemstreamProducer(settings) as producer:
         for lineno, line in _lines(source):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                errors.append(f"line {lineno}: not JSON: {exc.msg} at column {exc.colno}")
-                continue
-            try:
-                producer.send_async(_from_json(record), topic=topic)
+                producer.send_async(_from_json(line), topic=topic)
                 sent += 1
+            except LineError as exc:
+                rejected += 1
+                _reject(rejected, f"line {lineno}: {exc.field}: {exc}")
             except ValidationError as exc:
-                errors.append(f"line {lineno}: {exc}")
-    for error in errors[:20]:
-        _say(error)
-    if len(errors) > 20:
-        _say(f"... and {len(errors) - 20} more")
-    typer.echo(f"sent {sent}, rejected {len(errors)}")
-    if errors:
+                rejected += 1
+                _reject(rejected, f"line {lineno}: {exc.field}: {exc}")
+    if rejected > MAX_REPORTED_LINES:
+        _say(f"... and {rejected - MAX_REPORTED_LINES} more")
+    typer.echo(f"sent {sent}, rejected {rejected}")
+    if rejected:
         raise typer.Exit(1)
+
+
+MAX_REPORTED_LINES = 100
+
+
+def _reject(count: int, message: str) -> None:
+    if count <= MAX_REPORTED_LINES:
+        _say(message)
+
+
+class LineError(ValueError):
+    """A line of `memstream produce` input that is not an event; names the field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
 
 
 def _lines(source: str) -> Iterator[tuple[int, str]]:
@@ -194,13 +216,32 @@ def _lines(source: str) -> Iterator[tuple[int, str]]:
             stream.close()
 
 
-def _from_json(record: Any) -> Any:
-    """JSON has no bytes: ``{"audio_b64": ...}`` becomes ``audio``."""
-    if isinstance(record, dict) and "audio_b64" in record:
-        record = dict(record)
-        record["audio"] = base64.b64decode(record.pop("audio_b64"))
-    if isinstance(record, dict) and isinstance(record.get("event_time"), str):
-        record["event_time"] = datetime.fromisoformat(record["event_time"])
+def _from_json(line: str) -> dict[str, Any]:
+    """One JSON line as an event record. JSON has no bytes or datetimes: ``audio_b64`` (base64)
+    becomes ``audio``, an ISO-8601 ``event_time`` string a datetime."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise LineError("<line>", f"not JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise LineError("<line>", "not JSON: nested too deeply") from None
+    if not isinstance(record, dict):
+        raise LineError("<line>", f"must be a JSON object, got {type(record).__name__}")
+    if "audio_b64" in record:
+        encoded = record.pop("audio_b64")
+        if not isinstance(encoded, str):
+            raise LineError("audio_b64", f"must be a base64 string, got {type(encoded).__name__}")
+        try:
+            record["audio"] = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise LineError("audio_b64", f"is not valid base64: {exc}") from None
+    if isinstance(record.get("event_time"), str):
+        text = record["event_time"]
+        try:
+            record["event_time"] = datetime.fromisoformat(text)
+        except ValueError:
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise LineError("event_time", f"is not an ISO-8601 time: {shown!r}") from None
     return record
 
 
@@ -347,8 +388,8 @@ def stats() -> None:
         f" + in deleted memories {result.deleted_events}"
         f" + dead-lettered {result.dead_lettered} + in flight {result.in_flight}"
     )
-    for agent, count in sorted(result.dead_letters.items()):
-        typer.echo(f"  dead letters from {agent}: {count}")
+    for (agent, source, reason), count in sorted(result.dead_letter_detail.items()):
+        typer.echo(f"  dead letters from {agent} on {source}: {count} {reason}")
 
 
 # -- read service -------------------------------------------------------------------------------

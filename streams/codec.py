@@ -21,6 +21,8 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from streams.exceptions import MemstreamError, UnavailableError
 
 MAGIC = 0
+# The registry's error code for "no schema with this id" (Confluent API, Redpanda, Apicurio).
+SCHEMA_NOT_FOUND = 40403
 _HEADER = struct.Struct(">bI")
 
 
@@ -132,6 +134,9 @@ class AvroCodec:
                     f"subject {subject!r} has no such schema version in the registry "
                     "(run `memstream schemas register`)"
                 ) from exc
+            if not _definitive(exc):
+                raise UnavailableError(
+                    f"schema registry failed looking up {subject!r}: {exc}") from exc
             raise CodecError(f"registry refused {subject!r}: {exc}") from exc
         except Exception as exc:  # requests/httpx connection errors and timeouts
             raise UnavailableError(f"schema registry unreachable: {exc}") from exc
@@ -143,10 +148,20 @@ class AvroCodec:
         try:
             schema = self.registry.get_schema(schema_id)
         except SchemaRegistryError as exc:
-            raise CodecError(f"schema id {schema_id} is unknown to the registry: {exc}") from exc
+            # Only the registry's "no such id" (404, code 40403) makes the record
+            # undecodable; a 5xx, a timeout, a refused login or a 404 that is not the
+            # registry's own answer (a wrong URL) is infrastructure: the caller waits.
+            if exc.http_status_code == 404 and exc.error_code == SCHEMA_NOT_FOUND:
+                raise CodecError(
+                    f"schema id {schema_id} is unknown to the registry: {exc}") from exc
+            raise UnavailableError(
+                f"schema registry failed looking up schema id {schema_id}: {exc}") from exc
         except Exception as exc:  # connection errors
             raise UnavailableError(f"schema registry unreachable: {exc}") from exc
-        parsed = fastavro.parse_schema(self._plain(json.loads(schema.schema_str)))
+        try:
+            parsed = fastavro.parse_schema(self._plain(json.loads(schema.schema_str)))
+        except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
+            raise CodecError(f"schema id {schema_id} is not an Avro schema: {exc}") from exc
         self._by_id[schema_id] = parsed
         return parsed
 
@@ -182,6 +197,13 @@ class AvroCodec:
 
     def _plain(self, schema: Any) -> Any:
         return schema if self.logical_types else without_logical_types(schema)
+
+
+def _definitive(exc: SchemaRegistryError) -> bool:
+    """A 4xx that says something about the request (409 incompatible, 422 invalid), not
+    about the registry's health (408 timeout, 429 throttled, 401/403 credentials)."""
+    status = exc.http_status_code
+    return status is not None and 400 <= status < 500 and status not in (401, 403, 408, 429)
 
 
 def without_logical_types(schema: Any) -> Any:

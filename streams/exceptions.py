@@ -16,10 +16,14 @@ class SchemaError(MemstreamError):
 class ValidationError(MemstreamError):
     """An event does not match its schema or exceeds a limit; the message names the field."""
 
-    def __init__(self, message: str, *, field: str, limit: object | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str, limit: object | None = None, code: str = "invalid"
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.limit = limit
+        # What kind of refusal: "invalid", "empty" or "oversize" (a dead letter's reason).
+        self.code = code
 
 
 class UnavailableError(MemstreamError):

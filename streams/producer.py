@@ -1,15 +1,16 @@
 """The producer SDK: typed events in, Avro through the registry, delivery results out.
 
 Idempotent, ``acks=all``, compressed. Every event is validated against its topic's
-latest schema before anything is sent; a bad one raises ``ValidationError`` naming the
-field and the limit. A broker or registry that does not answer gives an error after
-``request_timeout_s``, never a hang.
+latest schema, and by ``check_event`` against what the agents refuse, before anything is
+sent; a bad one raises ``ValidationError`` naming the field and the limit. A broker or
+registry that does not answer gives an error after ``request_timeout_s``, never a hang.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from streams.partitioning import partition_for_tenant
 from streams.registry import latest_schema, registry_client, subject_for
 from streams.settings import Settings, load_settings
 from streams.topics import LARGEST_MESSAGE_BYTES, TopicSpec, topic_spec, voice_audio_limit
-from streams.validation import validate_record, validate_tenant
+from streams.validation import check_event, validate_record
 
 logger = logging.getLogger(__name__)
 
@@ -257,11 +258,24 @@ class MemstreamProducer:
         return schema
 
     def _validated(self, spec: TopicSpec, record: Mapping[str, Any]) -> dict[str, Any]:
-        limits = {
-            "text": self.settings.max_text_chars,
-            "comment": self.settings.max_text_chars,
-            "audio": voice_audio_limit(),
-        }
-        checked = validate_record(self._schema(spec), record, where=spec.base, limits=limits)
-        validate_tenant(checked.get("tenant"), where=spec.base)
-        return checked
+        return validated(self.settings, spec, self._schema(spec), record)
+
+
+def validated(
+    settings: Settings, spec: TopicSpec, schema: Mapping[str, Any], record: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``record`` checked as the SDK checks it before sending (schema, limits, and what the
+    agents refuse), with defaults filled; else ValidationError naming the field."""
+    limits = {
+        "text": settings.max_text_chars,
+        "comment": settings.max_text_chars,
+        "audio": voice_audio_limit(),
+    }
+    checked = validate_record(schema, record, where=spec.base, limits=limits)
+    # What an agent would refuse is refused here, by the same function.
+    check_event(
+        spec.base, checked, max_text_chars=settings.max_text_chars,
+        now_ms=int(time.time() * 1000),
+        max_ahead_ms=int(settings.max_event_time_ahead_s * 1000),
+    )
+    return checked

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     scorer_config: Path | None = Field(None, description="value-scorer weights file")
     interaction_ttl_s: float = Field(
         7 * 24 * 3600, gt=0, description="how long an interaction waits for late feedback"
+    )
+    on_processing_error: Literal["deadletter", "fail"] = Field(
+        "deadletter",
+        description="when agent code raises unexpectedly on a batch twice: deadletter (find "
+        "the record by bisecting the batch and dead-letter it) or fail (stop the worker)",
+    )
+    max_event_time_ahead_s: float = Field(
+        86_400, gt=0, description="an event_time further ahead of the record's broker "
+        "timestamp (of the clock, in the SDK) is refused: it would move stream time on",
     )
     metrics_port: int = Field(9464, ge=0, description="worker /metrics port; 0 = off")
     metrics_host: str = Field(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from streams.codec import AvroCodec
+from streams.codec import AvroCodec, CodecError
 from streams.registry import latest_schema, registry_client
 from streams.settings import Settings
 
@@ -26,6 +26,11 @@ class PipelineStats:
     deleted_memories: int = 0
     deleted_events: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    # (agent, source topic base name, reason code) -> dead letters
+    dead_letter_detail: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # Ingested events dead-lettered: telemetry and transcripts refused by score, and scored
+    # events memorize refused (each event once, whatever its revisions).
+    ingested_dead: int = 0
 
     @property
     def ingested(self) -> int:
@@ -39,8 +44,9 @@ class PipelineStats:
 
     @property
     def dead_lettered(self) -> int:
-        """Ingested events dead-lettered on their way to memories (by score or memorize)."""
-        return self.dead_letters.get("score", 0) + self.dead_letters.get("memorize", 0)
+        """Ingested events dead-lettered on their way to memories (by score or memorize);
+        dead feedback and voice notes are not ingested events, so they are not counted."""
+        return self.ingested_dead
 
     @property
     def in_flight(self) -> int:
@@ -112,6 +118,15 @@ def _committed(settings: Settings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def _scored_event_id(codec: AvroCodec, schema: dict[str, object], raw: bytes | None,
+                     offset: object) -> str:
+    """The event id of a dead-lettered scored record (its offset if it does not decode)."""
+    try:
+        return str(codec.decode(raw, schema)["event_id"]) if raw else f"@{offset}"
+    except CodecError:
+        return f"@{offset}"
+
+
 def pipeline_stats(settings: Settings) -> PipelineStats:
     """Count what the log holds at each stage (reads the topics; seconds per 100k records)."""
     stats = PipelineStats()
@@ -134,8 +149,22 @@ def pipeline_stats(settings: Settings) -> PipelineStats:
     stats.deleted_memories = len(gone)
     stats.deleted_events = sum(int(m["occurrence_count"]) for m in gone)  # type: ignore[call-overload]
     letter_schema = latest_schema("deadletter")
+    scored_schema = latest_schema("scored")
+    dead_scored: set[str] = set()
     for raw in _scan(settings, settings.topic("deadletter.v1")):
-        if raw is not None:
-            stats.dead_letters[str(codec.decode(raw, letter_schema)["agent"])] += 1
+        if raw is None:
+            continue
+        letter = codec.decode(raw, letter_schema)
+        agent, source = str(letter["agent"]), str(letter["source_topic"])
+        base = source[len(settings.topic_prefix):] if source.startswith(
+            settings.topic_prefix) else source
+        stats.dead_letters[agent] += 1
+        stats.dead_letter_detail[(agent, base, str(letter["reason_code"]))] += 1
+        if base in ("telemetry.v1", "transcripts.v1"):
+            stats.ingested_dead += 1
+        elif base == "scored.v1":
+            dead_scored.add(_scored_event_id(codec, scored_schema, letter["original_value"],
+                                             letter["source_offset"]))
+    stats.ingested_dead += len(dead_scored)
     stats.records["memories.v1"] = len(latest)
     return stats

@@ -1,42 +1,33 @@
-"""Check an event against its Avro schema before anything is sent, naming the bad field."""
+"""Check an event before anything is sent, naming the bad field: against its Avro schema
+(``validate_record``) and against what the agents refuse (``check_event``, which the agents
+call on every record they read, so the door and the pipeline apply one rule)."""
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
+from streams.content import normalize_text
 from streams.exceptions import ValidationError
 
-_MISSING = object()
-
-# One rule for tenant names wherever they appear (SDK, token file, HTTP): 1-64 ASCII
-# letters, digits, '.', '_' or '-', starting with a letter or digit. A name that passes
-# round-trips exactly through a `token=tenant` line (no '#', '=', ',', spaces), a record
-# key (no ':') and a URL path segment, and is the same string in every normal form.
+# One rule for tenant names wherever they appear (SDK, agents, token file, HTTP): 1-64 ASCII
+# letters, digits, '.', '_' or '-', starting with a letter or digit. A tenant keys every
+# store, partition and query; a name that passes round-trips exactly through a
+# `token=tenant` line (no '#', '=', ',', spaces), a record key (no ':') and a URL path
+# segment, and is the same string in every Unicode normal form.
 TENANT_MAX_CHARS = 64
 TENANT_RULE = "1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0," + str(TENANT_MAX_CHARS - 1) + "}")
+# feedback.v1's rating, as its schema declares it ("in [0,1], 1 = best").
+RATING_RANGE = (0.0, 1.0)
+# Topics whose records carry a text that becomes a memory.
+_TEXT_TOPICS = frozenset({"telemetry.v1", "transcripts.v1", "scored.v1"})
 
-
-def tenant_problem(tenant: object) -> str | None:
-    """Why ``tenant`` is not a valid tenant name, or None when it is."""
-    if not isinstance(tenant, str):
-        return f"must be a string, got {_type_name(tenant)}"
-    if _TENANT.fullmatch(tenant):
-        return None
-    shown = tenant if len(tenant) <= 80 else f"{tenant[:80]}... ({len(tenant)} characters)"
-    return f"{shown!r} is not a tenant name ({TENANT_RULE})"
-
-
-def validate_tenant(tenant: object, *, where: str) -> str:
-    """Return ``tenant`` when it follows the tenant rule, else raise ValidationError."""
-    problem = tenant_problem(tenant)
-    if problem is not None:
-        _fail(where, "tenant", problem, limit=TENANT_MAX_CHARS)
-    return str(tenant)
+_MISSING = object()
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
@@ -170,6 +161,7 @@ def _primitive(
     if kind == "string":
         if not isinstance(value, str):
             _fail(where, path, f"must be a string, got {_type_name(value)}")
+        _check_utf8(value, where, path)
         limit = limits.get(name)
         if limit is not None and len(value) > limit:
             _fail(
@@ -188,6 +180,93 @@ def _primitive(
     return None  # unreachable
 
 
+def check_event(
+    topic: str,
+    record: Mapping[str, Any],
+    *,
+    max_text_chars: int,
+    now_ms: int | None = None,
+    max_ahead_ms: int | None = None,
+) -> None:
+    """Raise ValidationError for what an agent would refuse in a schema-valid ``record`` of
+    ``topic`` (base name): a bad tenant, a text that is empty after the normalization memorize
+    uses or over ``max_text_chars``, a rating outside ``RATING_RANGE``, an ``event_time`` more
+    than ``max_ahead_ms`` after ``now_ms`` (the SDK's clock, or the record's broker timestamp
+    in an agent). ``.code`` says which: invalid, empty, oversize or event_time_ahead."""
+    check_tenant(record.get("tenant"), where=topic)
+    if topic in _TEXT_TOPICS:
+        text = record.get("text")
+        if not isinstance(text, str):
+            _fail(topic, "text", f"must be a string, got {_type_name(text)}")
+        if len(text) > max_text_chars:
+            raise ValidationError(
+                f"{topic}: field 'text' is {len(text)} characters, over the limit of "
+                f"{max_text_chars}", field="text", limit=max_text_chars, code="oversize")
+        if not _visible(normalize_text(text)):
+            raise ValidationError(
+                f"{topic}: field 'text' is empty after normalization (whitespace, "
+                f"punctuation or invisible characters only, {len(text)} characters): "
+                "nothing to remember",
+                field="text", code="empty")
+    if topic == "feedback.v1":
+        rating = record.get("rating")
+        lo, hi = RATING_RANGE
+        if (isinstance(rating, bool) or not isinstance(rating, int | float)
+                or not math.isfinite(rating) or not lo <= rating <= hi):
+            _fail(topic, "rating", f"must be a number in [{lo:g}, {hi:g}], got {rating!r}",
+                  limit=hi)
+    if now_ms is not None and max_ahead_ms is not None:
+        event_ms = _millis(record.get("event_time"))
+        if event_ms is not None and event_ms - now_ms > max_ahead_ms:
+            raise ValidationError(
+                f"{topic}: field 'event_time' is {(event_ms - now_ms) / 1000:.0f}s ahead of "
+                f"the clock it is checked against, over the limit of {max_ahead_ms / 1000:.0f}s",
+                field="event_time", limit=max_ahead_ms, code="event_time_ahead")
+
+
+def tenant_problem(tenant: object) -> str | None:
+    """Why ``tenant`` is not a valid tenant name, or None when it is."""
+    if not isinstance(tenant, str):
+        return f"must be a string, got {_type_name(tenant)}"
+    if _TENANT.fullmatch(tenant):
+        return None
+    shown = tenant if len(tenant) <= 80 else f"{tenant[:80]}... ({len(tenant)} characters)"
+    return f"{shown!r} is not a tenant name ({TENANT_RULE})"
+
+
+def check_tenant(tenant: Any, *, where: str) -> str:
+    """Return ``tenant`` when it follows the tenant rule, else raise ValidationError."""
+    if tenant == "":
+        raise ValidationError(f"{where}: field 'tenant' must not be empty", field="tenant",
+                              code="empty")
+    problem = tenant_problem(tenant)
+    if problem is not None:
+        _fail(where, "tenant", problem, limit=TENANT_MAX_CHARS)
+    return str(tenant)
+
+
+def _visible(normalized: str) -> bool:
+    """Whether a normalized text has a character one can see (not a control, format such as
+    zero-width or bidi, or separator character)."""
+    return any(not unicodedata.category(c).startswith(("C", "Z")) for c in normalized)
+
+
+def _millis(value: Any) -> int | None:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _check_utf8(value: str, where: str, path: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        _fail(where, path, f"is not valid Unicode: lone surrogate U+{ord(value[exc.start]):04X} "
+              f"at position {exc.start}")
+
+
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
@@ -196,5 +275,5 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _fail(where: str, field: str, problem: str, limit: object | None = None) -> None:
+def _fail(where: str, field: str, problem: str, limit: object | None = None) -> NoReturn:
     raise ValidationError(f"{where}: field {field!r} {problem}", field=field, limit=limit)

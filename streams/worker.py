@@ -64,6 +64,7 @@ def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetric
                 max_text_chars=settings.max_text_chars,
                 interaction_ttl_s=settings.interaction_ttl_s,
                 metrics=metrics,
+                max_event_time_ahead_s=settings.max_event_time_ahead_s,
             )
         )
     if "memorize" in names:

@@ -19,17 +19,27 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from agents.deadletter import DeadLetterReason, SourceCoordinates, dead_letter
 from streams.codec import AvroCodec, CodecError
-from streams.exceptions import MemstreamError
+from streams.exceptions import MemstreamError, UnavailableError
 from streams.observability import WorkerMetrics
 from streams.partitioning import partition_for_tenant
 from streams.processing.store import PartitionStore, restore_stores
@@ -51,6 +61,8 @@ class InputRecord:
     key: bytes | None
     raw: bytes | None
     value: dict[str, Any]
+    # The broker timestamp (ms): what an event_time is bounded against (None: not known).
+    timestamp_ms: int | None = None
 
     def coordinates(self, full_topic: str) -> SourceCoordinates:
         """Where it came from, for a dead letter."""
@@ -228,20 +240,16 @@ class Processor:
                 if not msgs:
                     continue
                 try:
-                    self._process_batch(msgs)
+                    self._handle(msgs)
                     backoff = 0.5
                 except MemstreamError as exc:
                     if not exc.retriable:
                         raise
+                    # Infrastructure (registry, model, broker): nothing of the batch was
+                    # committed and its partitions were rewound; wait and read it again.
                     logger.warning("batch failed, retrying in %.1fs: %s", backoff, exc)
-                    time.sleep(backoff)
+                    stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
-                except KafkaException:
-                    raise
-                except Exception:
-                    logger.exception("an agent failed on a batch of %d: isolating the record",
-                                     len(msgs))
-                    self._isolate(msgs)
         finally:
             self.liveness.stopped()
             self.close()
@@ -268,33 +276,92 @@ class Processor:
         with self._guard("commit_transaction", self._timeout):
             self.producer.commit_transaction(self._timeout)
 
-    def _isolate(self, msgs: list[Message]) -> None:
-        """Process a failed batch's records one transaction each; a record an agent still
-        fails on goes to deadletter.v1 (processing_failed) so its partition keeps flowing."""
-        for msg in msgs:
-            try:
-                self._process_batch([msg])
-            except (MemstreamError, KafkaException):
+    # -- error policy (KIP-1033's processing handler, decided once here) ------------------
+    def _handle(self, msgs: list[Message]) -> None:
+        """Process a batch; if agent code raises on it, keep the partition flowing.
+
+        A non-retriable ``MemstreamError`` is the data's fault: the batch is bisected at
+        once. Any other exception is retried once (it may be transient), then, under
+        ``on_processing_error=deadletter``, bisected; under ``fail`` it stops the worker.
+        Bisecting commits the halves that succeed and dead-letters each single record that
+        still fails, each in its own transaction with its offset. Broker errors and
+        retriable errors are raised: they are never a record's fault.
+        """
+        error = self._attempt(msgs)
+        if error is None:
+            return
+        done: dict[tuple[str, int], int] = {}
+        try:
+            if not _is_data_error(error):
+                logger.error("%s raised on a batch of %d records, retrying it once: %r",
+                             self._failed_agent, len(msgs), error)
+                error = self._attempt(msgs)
+                if error is None:
+                    _mark_done(done, msgs)
+                    return
+                self._check_policy(error)
+            logger.warning("isolating the record(s) of a batch of %d that %s fails on: %r",
+                           len(msgs), self._failed_agent, error)
+            self._bisect(msgs, done)
+        finally:
+            # Aborts rewound the batch's partitions: go past what was committed since.
+            first: dict[tuple[str, int], int] = {}
+            for msg in msgs:
+                first.setdefault(_slot(msg), cast(int, msg.offset()))
+            for (topic, partition), offset in first.items():
+                position = done.get((topic, partition), offset)
+                self.consumer.seek(TopicPartition(topic, partition, position))
+
+    def _attempt(self, msgs: list[Message]) -> Exception | None:
+        """Process ``msgs`` in one transaction; return what agent code raised (the
+        transaction was aborted and its partitions rewound), raise infrastructure errors."""
+        try:
+            self._process_batch(msgs)
+        except KafkaException:
+            raise
+        except MemstreamError as exc:
+            if exc.retriable:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the record's own failure, dead-lettered
-                self._dead_letter_failed(msg, exc)
-        last: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            last[(msg.topic(), msg.partition())] = msg.offset()
-        for (topic, partition), offset in last.items():
-            self.consumer.seek(TopicPartition(topic, partition, offset + 1))
+            return exc
+        except Exception as exc:  # noqa: BLE001 - agent code's failure, handled by the policy
+            return exc
+        return None
+
+    def _check_policy(self, error: Exception) -> None:
+        if not _is_data_error(error) and self.settings.on_processing_error == "fail":
+            raise ProcessingError(
+                f"agent {self._failed_agent} raised {type(error).__name__}: {error} "
+                "(MEMSTREAM_ON_PROCESSING_ERROR=fail: stopping, nothing committed)"
+            ) from error
+
+    def _bisect(self, msgs: list[Message], done: dict[tuple[str, int], int]) -> None:
+        """Commit the halves that succeed; dead-letter each single record that fails.
+        ``done`` gets the next offset of each partition as far as committed."""
+        todo = [msgs]
+        while todo:
+            part = todo.pop()
+            error = self._attempt(part)
+            if error is not None and len(part) > 1:
+                half = len(part) // 2
+                todo += [part[half:], part[:half]]  # left half first: log order
+                continue
+            if error is not None:
+                self._check_policy(error)
+                self._dead_letter_failed(part[0], error)
+            _mark_done(done, part)
 
     def _dead_letter_failed(self, msg: Message, exc: Exception) -> None:
         agent = self._failed_agent or self._dispatch[msg.topic()][0].name
         logger.error("dead-lettering %s[%d]@%d: %s failed on it: %r",
                      msg.topic(), msg.partition(), msg.offset(), agent, exc)
+        reason = (DeadLetterReason.INVALID_DATA if _is_data_error(exc)
+                  else DeadLetterReason.PROCESSING_FAILED)
         self.producer.begin_transaction()
         self._counts.clear()
         try:
             source = SourceCoordinates(msg.topic(), msg.partition(), msg.offset(), msg.key(),
                                        msg.value())
-            detail = f"{type(exc).__name__}: {exc}"[:1000]
-            self._dead_letter_at(source, DeadLetterReason.PROCESSING_FAILED, detail, agent, None)
+            self._dead_letter_at(source, reason, _summary(agent, exc), agent, None)
             self.flush()
             self._commit([TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)])
         except BaseException:
@@ -312,6 +379,7 @@ class Processor:
         return False
 
     def _process_batch(self, msgs: list[Message]) -> None:
+        self._failed_agent = None
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         for msg in msgs:
@@ -387,7 +455,9 @@ class Processor:
                     source, DeadLetterReason.UNDECODABLE, str(exc), ctx.agent, None
                 )
                 continue
-            record = InputRecord(base, msg.partition(), msg.offset(), msg.key(), raw, value)
+            kind, stamp = msg.timestamp()
+            record = InputRecord(base, msg.partition(), msg.offset(), msg.key(), raw, value,
+                                 stamp if kind != TIMESTAMP_NOT_AVAILABLE else None)
             for agent in self._dispatch[full]:
                 by_agent[agent.name].append(record)
         return by_agent
@@ -426,13 +496,7 @@ class Processor:
     # -- sending --------------------------------------------------------------------------
     def send(self, topic: str, record: dict[str, Any], *, key: str, agent: str) -> None:
         """Encode and produce ``record`` inside the open transaction."""
-        target = self._outputs.get(topic)
-        if target is None:
-            spec = topic_spec(topic)
-            target = (self.settings.topic(topic), subject_for(self.settings, spec),
-                      latest_schema(spec.schema))
-            self._outputs[topic] = target
-        full, subject, schema = target
+        full, subject, schema = self._output(topic)
         value = self.codec.encode(subject, schema, record)
         tenant = str(record["tenant"])
         partition = self._partition_of.get(tenant)
@@ -442,6 +506,20 @@ class Processor:
                 self._partition_of[tenant] = partition
         self._produce(full, partition, key.encode(), value)
         self._counts[("events_out", agent, topic)] += 1
+
+    def _output(self, topic: str) -> tuple[str, str, dict[str, Any]]:
+        """(full topic, subject, schema) of an output topic, its schema id looked up once: a
+        subject the registry lacks is a deployment fault, waited out, never a record's."""
+        target = self._outputs.get(topic)
+        if target is None:
+            spec = topic_spec(topic)
+            subject, schema = subject_for(self.settings, spec), latest_schema(spec.schema)
+            try:
+                self.codec.schema_id(subject, schema)
+            except CodecError as exc:
+                raise UnavailableError(f"output {topic}: {exc}") from exc
+            target = self._outputs[topic] = (self.settings.topic(topic), subject, schema)
+        return target
 
     def dead_letter(
         self,
@@ -465,10 +543,8 @@ class Processor:
         tenant: str | None,
     ) -> None:
         letter = dead_letter(source, agent=agent, reason=reason, detail=detail, tenant=tenant)
-        spec = topic_spec("deadletter.v1")
-        value = self.codec.encode(
-            subject_for(self.settings, spec), latest_schema(spec.schema), letter
-        )
+        _full, subject, schema = self._output("deadletter.v1")
+        value = self.codec.encode(subject, schema, letter)
         # Same partition number as the source: a dead letter stays with its tenant.
         self._produce(
             self.settings.topic("deadletter.v1"), source.partition, source.topic.encode(), value
@@ -602,6 +678,35 @@ LAG_REPORT_INTERVAL_S = 5.0
 
 _FAULT = os.environ.get("MEMSTREAM_FAULT_INJECT", "")
 _fault_hits: dict[str, int] = defaultdict(int)
+
+
+class ProcessingError(MemstreamError):
+    """Agent code raised on a batch twice and the policy is ``fail``: the worker stops."""
+
+
+def _is_data_error(error: Exception) -> bool:
+    """A non-retriable MemstreamError: an agent refused the record's data."""
+    return isinstance(error, MemstreamError) and not error.retriable
+
+
+def _mark_done(done: dict[tuple[str, int], int], msgs: list[Message]) -> None:
+    for msg in msgs:
+        done[_slot(msg)] = cast(int, msg.offset()) + 1
+
+
+def _slot(msg: Message) -> tuple[str, int]:
+    """(topic, partition) of a consumed record (both always set on one)."""
+    return cast(str, msg.topic()), cast(int, msg.partition())
+
+
+def _summary(agent: str, exc: BaseException) -> str:
+    """``agent``, the exception and where it was raised, for a dead letter (bounded)."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        frame = frames[-1]
+        where = f" (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
+    return f"agent {agent} raised {type(exc).__name__}: {str(exc)[:800]}{where}"
 
 
 def _has_header(msg: Message, name: str) -> bool:

@@ -51,16 +51,39 @@ def produce(settings: Settings, work: Workload) -> None:
             producer.send_async(event)
             if event.interaction_id in early:
                 producer.send_async(early[event.interaction_id])
-        for event in work.poison_empty:
-            producer.send_async(event)
         for fb in late:
             producer.send_async(fb)
         for note in work.voice:
             producer.send_async(note)
+    # What the SDK refuses at the door, as a client without it would send it.
+    produce_unchecked(settings, work.poison_empty)
     raw = Producer(settings.kafka_client_config())
     for value in work.garbage:
         raw.produce(settings.topic("telemetry.v1"), value=value, key=b"garbage", partition=0)
     raw.flush(10)
+
+
+def produce_unchecked(settings: Settings, events: list[Any]) -> None:
+    """Send events as a client that skips the SDK's checks would: valid Avro under the
+    registered schema, on the tenant's partition, whatever ``check_event`` thinks of them."""
+    from streams.codec import AvroCodec
+    from streams.events import as_record
+    from streams.partitioning import partition_for_tenant
+    from streams.registry import latest_schema, registry_client, subject_for
+    from streams.topics import topic_spec
+    from streams.validation import validate_record
+
+    codec = AvroCodec(registry_client(settings))
+    raw = Producer(settings.kafka_client_config())
+    for event in events:
+        spec = topic_spec(event.TOPIC)
+        schema = latest_schema(spec.schema)
+        record = validate_record(schema, as_record(event), where=spec.base, limits={})
+        value = codec.encode(subject_for(settings, spec), schema, record)
+        raw.produce(settings.topic(spec.base), value=value,
+                    key=str(record[spec.key_field]).encode("utf-8", "surrogatepass"),
+                    partition=partition_for_tenant(record["tenant"], settings.partitions))
+    assert raw.flush(30) == 0
 
 
 def memstream_env(settings: Settings) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from unittest.mock import ANY
 
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, feedback, telemetry
@@ -71,7 +72,8 @@ def test_early_feedback_is_kept_until_its_event_arrives(
     agent.process([feedback(0.8, interaction_id="i-1")], ctx)
     ctx.commit()
     assert ctx.sent == []
-    assert interaction(ctx, "i-1") == {"events": [], "rating": 0.8, "touched": T0 + 1000}
+    assert interaction(ctx, "i-1") == {"events": [], "rating": 0.8, "touched": T0 + 1000,
+                                       "pending": [{"offset": 0, "key": b"acme", "raw": ANY}]}
 
     # An event of another interaction does not see the rating.
     agent.process([telemetry("Something unrelated.", event_id="e-0", interaction_id="i-0")], ctx)
@@ -245,7 +247,8 @@ def test_oversize_text_is_dead_lettered(
     agent = score_agent_factory(max_text_chars=20)
     agent.process([telemetry("x" * 21, event_id="e-1"), telemetry("x" * 20, event_id="e-2")], ctx)
     assert [(d.reason, d.detail) for d in ctx.dead_letters] == [
-        (DeadLetterReason.OVERSIZE, "text is 21 characters, over 20")
+        (DeadLetterReason.OVERSIZE,
+         "telemetry.v1: field 'text' is 21 characters, over the limit of 20")
     ]
     assert [r["event_id"] for r in ctx.sent_to("scored.v1")] == ["e-2"]
 

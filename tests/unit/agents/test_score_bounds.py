@@ -1,0 +1,120 @@
+"""What one record can do to the score agent's stream time and joins: bounded and visible."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+from batch_ctx import BatchCtxFactory, RecordingBatchContext, feedback, telemetry
+
+from agents.deadletter import DeadLetterReason
+from agents.score import CLOCK_KEY, SEP, ScoreAgent
+from streams.processing.runtime import InputRecord
+
+T0 = 1_700_000_000_000
+DAY = 86_400_000
+TEXT = "Restart the ingest worker after changing the topic prefix."
+
+
+@pytest.fixture
+def ctx(batch_ctx_factory: BatchCtxFactory) -> RecordingBatchContext:
+    return batch_ctx_factory("interactions")
+
+
+def stamped(record: InputRecord, broker_ms: int) -> InputRecord:
+    return dataclasses.replace(record, timestamp_ms=broker_ms)
+
+
+def test_an_event_time_far_ahead_of_its_broker_timestamp_is_dead_lettered_and_moves_no_clock(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory(interaction_ttl_s=7 * 86_400)
+    agent.process([stamped(telemetry(TEXT, event_id="e-1", interaction_id="i-1",
+                                     event_time=T0), T0)], ctx)
+    ctx.commit()
+    # Eleven months ahead of when the broker got it (the issue's three future events).
+    future = [stamped(telemetry(f"Dated next year {n}.", event_id=f"f-{n}",
+                                interaction_id=f"x-{n}", event_time=T0 + 330 * DAY,
+                                offset=n), T0 + 1000) for n in (1, 2, 3)]
+    agent.process(future, ctx)
+    ctx.commit()
+    assert [(d.record.offset, d.reason) for d in ctx.dead_letters] == [
+        (n, DeadLetterReason.EVENT_TIME_AHEAD) for n in (1, 2, 3)]
+    assert "'event_time'" in ctx.dead_letters[0].detail and "ahead" in ctx.dead_letters[0].detail
+    assert ctx.store("interactions", 0).get(CLOCK_KEY)["newest"] == T0
+    assert ctx.store("interactions", 0).get(f"acme{SEP}i-1") is not None, "nothing expired"
+
+    # Later feedback still joins its interaction and re-scores it.
+    agent.process([stamped(feedback(0.9, interaction_id="i-1", event_time=T0 + 5000,
+                                    offset=4), T0 + 5000)], ctx)
+    assert [r["revision"] for r in ctx.sent_to("scored.v1")] == [0, 1]
+
+
+def test_an_event_time_within_the_bound_is_accepted(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory()
+    agent.process([stamped(telemetry(TEXT, event_id="e-1", event_time=T0 + DAY - 1000), T0)],
+                  ctx)
+    assert ctx.dead_letters == []
+    assert len(ctx.sent_to("scored.v1")) == 1
+
+
+def test_feedback_for_an_expired_interaction_is_dead_lettered_with_its_reason(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory(interaction_ttl_s=60)
+    agent.process([telemetry(TEXT, event_id="e-1", interaction_id="old", event_time=T0)], ctx)
+    ctx.commit()
+    agent.process([telemetry("Much later.", event_id="e-2", interaction_id="new",
+                             event_time=T0 + 600_000, offset=1)], ctx)
+    ctx.commit()
+    assert ctx.store("interactions", 0).get(f"acme{SEP}old") is None  # expired
+    # Feedback dated with its interaction, arriving after the TTL swept it away.
+    agent.process([feedback(0.2, interaction_id="old", event_time=T0 + 1000, offset=7)], ctx)
+    ctx.commit()
+    [letter] = ctx.dead_letters
+    assert letter.reason is DeadLetterReason.UNKNOWN_INTERACTION
+    assert letter.record.topic == "feedback.v1" and letter.record.offset == 7
+    assert letter.detail.startswith("feedback for unknown or expired interaction 'old'")
+    assert letter.tenant == "acme"
+    assert [r["event_id"] for r in ctx.sent_to("scored.v1")] == ["e-1", "e-2"], "no re-score"
+
+
+def test_early_feedback_that_never_finds_its_interaction_is_dead_lettered_when_it_expires(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory(interaction_ttl_s=60)
+    fb = feedback(0.7, interaction_id="ghost", event_time=T0, offset=3)
+    again = feedback(0.2, interaction_id="ghost", event_id="f-2", event_time=T0 + 10, offset=4)
+    agent.process([fb], ctx)
+    ctx.commit()
+    agent.process([again], ctx)
+    ctx.commit()
+    assert ctx.dead_letters == [], "feedback may come first: it waits"
+    agent.process([telemetry(TEXT, event_id="e-1", interaction_id="other",
+                             event_time=T0 + 120_000, offset=5)], ctx)
+    ctx.commit()
+    assert [(d.reason, d.record.topic, d.record.offset, d.record.raw)
+            for d in ctx.dead_letters] == [
+        (DeadLetterReason.UNKNOWN_INTERACTION, "feedback.v1", 3, fb.raw),
+        (DeadLetterReason.UNKNOWN_INTERACTION, "feedback.v1", 4, again.raw)]
+    assert "no event of it arrived" in ctx.dead_letters[0].detail
+    assert ctx.store("interactions", 0).get(f"acme{SEP}ghost") is None
+
+
+def test_early_feedback_that_finds_its_interaction_is_not_dead_lettered(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory(interaction_ttl_s=60)
+    agent.process([feedback(0.7, interaction_id="i-1", event_time=T0, offset=3)], ctx)
+    ctx.commit()
+    agent.process([telemetry(TEXT, event_id="e-1", interaction_id="i-1", event_time=T0 + 1000,
+                             offset=4)], ctx)
+    ctx.commit()
+    agent.process([telemetry("Much later.", event_id="e-2", interaction_id="new",
+                             event_time=T0 + 600_000, offset=5)], ctx)
+    ctx.commit()
+    assert ctx.dead_letters == []
+    assert ctx.sent_to("scored.v1")[0]["value"] is not None
