@@ -96,7 +96,8 @@ def test_the_sdk_refuses_a_tenant_outside_the_tenant_rule(tenant: str) -> None:
     settings = load_settings(bootstrap_servers="127.0.0.1:1",
                              schema_registry_url="http://127.0.0.1:1")
     with MemstreamProducer(settings) as producer:
-        with pytest.raises(ValidationError, match="is not a tenant name|must not be empty") as caught:
+        with pytest.raises(ValidationError,
+                           match="is not a tenant name|must not be empty") as caught:
             producer.send(TelemetryEvent(tenant=tenant, session_id="s", interaction_id="i",
                                          kind="QUERY", text="hello"))
     assert caught.value.field == "tenant"
