@@ -24,7 +24,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["FactComparison", "Slot", "Verdict", "compare_facts", "extract_slots"]
+__all__ = [
+    "Action", "FactComparison", "NearDecision", "Slot", "Verdict", "compare_facts", "decide_near",
+    "extract_slots",
+]
 
 
 class Verdict(enum.Enum):
@@ -419,3 +422,40 @@ _DEGREE_WORDS = frozenset("""
 about roughly around approximately nearly almost over under exactly only just still
 really very quite usually generally typically normally mostly always often
 """.split())
+
+
+class Action(enum.Enum):
+    """What memorize does with a new text and one memory it is near."""
+
+    MERGE = "merge"
+    SUPERSEDE = "supersede"
+    NEW = "new"  # a memory of its own (not near, or about something else)
+
+
+@dataclass(frozen=True)
+class NearDecision:
+    """An action and the comparison behind it."""
+
+    action: Action
+    comparison: FactComparison
+
+
+def decide_near(
+    memory_text: str,
+    text: str,
+    similarity: float,
+    *,
+    merge_threshold: float,
+    supersede_threshold: float,
+) -> NearDecision:
+    """Merge a restatement at ``merge_threshold``; supersede a changed value of the same
+    subject at ``supersede_threshold`` (a value change moves the embedding more than a
+    paraphrase does, so it may sit lower); anything else is a memory of its own."""
+    if similarity < min(merge_threshold, supersede_threshold):
+        return NearDecision(Action.NEW, FactComparison(Verdict.SAME))
+    found = compare_facts(memory_text, text)
+    if found.verdict is Verdict.SAME and similarity >= merge_threshold:
+        return NearDecision(Action.MERGE, found)
+    if found.verdict is Verdict.SUPERSEDES and similarity >= supersede_threshold:
+        return NearDecision(Action.SUPERSEDE, found)
+    return NearDecision(Action.NEW, found)

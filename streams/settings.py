@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     near_duplicate_threshold: float = Field(
         0.9, gt=0, le=1, description="cosine similarity at or above which content merges"
     )
+    supersede_threshold: float = Field(
+        0.85, gt=0, le=1,
+        description="cosine similarity at or above which a near duplicate that changes a value "
+                    "(number, date, name, ...) supersedes the memory instead of standing beside it",
+    )
     scorer_config: Path | None = Field(None, description="value-scorer weights file")
     interaction_ttl_s: float = Field(
         7 * 24 * 3600, gt=0, description="how long an interaction waits for late feedback"
