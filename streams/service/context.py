@@ -18,6 +18,8 @@ class Piece:
     source_ids: tuple[str, ...]
     similarity: float | None = None
     tokens: int = 0
+    valid_from: int | None = None  # memories: when first stated (epoch ms)
+    valid_until: int | None = None  # superseded memories: when the value changed
 
 
 def pack(
@@ -39,6 +41,6 @@ def pack(
         seen_ids.add(piece.id)
         seen_texts.add(norm)
         packed.append(Piece(piece.kind, piece.id, piece.text, piece.source_ids,
-                            piece.similarity, tokens))
+                            piece.similarity, tokens, piece.valid_from, piece.valid_until))
         used += tokens
     return packed, used

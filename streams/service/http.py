@@ -42,10 +42,27 @@ class RecallRequest(BaseModel):
     consistency_token: str | None = Field(
         None, description="from the SDK's DeliveryResult: wait until the replica reflects it"
     )
+    include_history: bool = Field(
+        False, description="also return, under each hit, the older values it superseded"
+    )
+
+
+class PastValue(BaseModel):
+    """A memory whose value was superseded, with the interval in which it held."""
+
+    memory_id: str
+    text: str
+    valid_from: int = Field(..., description="epoch milliseconds: when it was first stated")
+    valid_until: int | None = Field(..., description="epoch milliseconds: when it changed")
+    superseded_by: str | None
+    occurrence_count: int
+    source_event_ids: list[str]
+    session_id: str
+    kind: str
 
 
 class RecallHit(BaseModel):
-    """One recalled memory."""
+    """One recalled memory (always a current one: superseded values come only as history)."""
 
     memory_id: str
     text: str
@@ -56,6 +73,11 @@ class RecallHit(BaseModel):
     session_id: str
     kind: str
     event_time: int = Field(..., description="epoch milliseconds")
+    valid_from: int = Field(..., description="epoch milliseconds: when it was first stated")
+    valid_until: int | None = Field(None, description="always null: a hit is current")
+    supersedes: str | None = Field(None, description="memory id of the value it replaced")
+    history: list[PastValue] | None = Field(
+        None, description="with include_history: the values it superseded, newest first")
 
 
 class RecallResponse(BaseModel):
@@ -75,17 +97,22 @@ class ContextRequest(BaseModel):
     max_summaries: int = Field(3, ge=0, le=50)
     min_similarity: float = Field(0.0, ge=-1.0, le=1.0)
     consistency_token: str | None = None
+    include_history: bool = Field(
+        False, description="after each memory, the older values it superseded "
+                           "(type superseded_memory, with valid_from/valid_until)")
 
 
 class ContextPiece(BaseModel):
     """A summary or a memory, with the event ids behind it."""
 
-    type: str
+    type: str = Field(..., description="summary, memory or superseded_memory")
     id: str
     text: str
     tokens: int
     source_ids: list[str]
     similarity: float | None = None
+    valid_from: int | None = Field(None, description="memories: epoch ms first stated")
+    valid_until: int | None = Field(None, description="superseded memories: epoch ms changed")
 
 
 class ContextResponse(BaseModel):
@@ -111,6 +138,10 @@ class Memory(BaseModel):
     source_event_ids: list[str]
     model_id: str
     scorer_version: str | None
+    valid_from: int
+    supersedes: str | None
+    superseded_by: str | None
+    superseded_at: int | None
 
 
 class Deleted(BaseModel):
@@ -180,9 +211,13 @@ def create_app(service: ReadService) -> FastAPI:
         wait_for(body.consistency_token)
         vector = service.embed_query(body.query)
         hits = service.replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity,
-                                      filters=_filters(body.filters))
+                                      filters=_filters(body.filters),
+                                      include_history=body.include_history)
         return RecallResponse(
-            hits=[RecallHit(similarity=h.similarity, **_hit_fields(h.memory)) for h in hits],
+            hits=[RecallHit(similarity=h.similarity, **_hit_fields(h.memory),
+                            history=None if h.history is None
+                            else [_past_value(m) for m in h.history])
+                  for h in hits],
             model_id=service.replica.model_id)
 
     @app.post("/v1/context", response_model=ContextResponse)
@@ -197,15 +232,21 @@ def create_app(service: ReadService) -> FastAPI:
         if body.query and body.k:
             vector = service.embed_query(body.query)
             hits = replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity)
-            candidates += [Piece("memory", h.memory["memory_id"], h.memory["text"],
-                                 tuple(h.memory["source_event_ids"]), h.similarity) for h in hits]
+            found = [(h.memory, h.similarity) for h in hits]
         elif body.k:
-            candidates += [Piece("memory", m["memory_id"], m["text"], tuple(m["source_event_ids"]))
-                           for m in replica.session_memories(tenant, body.session_id)[: body.k]]
+            found = [(m, None) for m in replica.session_memories(tenant, body.session_id)[: body.k]]
+        else:
+            found = []
+        for memory, similarity in found:
+            candidates.append(_memory_piece("memory", memory, similarity))
+            if body.include_history:
+                candidates += [_memory_piece("superseded_memory", m, None)
+                               for m in replica.predecessors(tenant, memory)]
         pieces, used = pack(candidates, body.token_budget, service.embedder.count_tokens)
         return ContextResponse(
             pieces=[ContextPiece(type=p.kind, id=p.id, text=p.text, tokens=p.tokens,
-                                 source_ids=list(p.source_ids), similarity=p.similarity)
+                                 source_ids=list(p.source_ids), similarity=p.similarity,
+                                 valid_from=p.valid_from, valid_until=p.valid_until)
                     for p in pieces],
             tokens_used=used, token_budget=body.token_budget, model_id=replica.model_id)
 
@@ -214,7 +255,8 @@ def create_app(service: ReadService) -> FastAPI:
         found = service.replica.get(tenant, memory_id)
         if found is None:
             raise HTTPException(404, f"no memory {memory_id}")
-        return Memory(**{k: found[k] for k in Memory.model_fields})
+        found["valid_from"] = _valid_from(found)
+        return Memory(**{k: found.get(k) for k in Memory.model_fields})
 
     @app.delete("/v1/memories/{memory_id}", response_model=Deleted)
     def delete_memory(memory_id: str, tenant: Tenant, response: Response) -> Deleted:
@@ -268,7 +310,26 @@ def _filters(f: Filters | None) -> RecallFilters:
 def _hit_fields(m: dict[str, Any]) -> dict[str, Any]:
     names = ("memory_id", "text", "value", "occurrence_count", "source_event_ids", "session_id",
              "kind", "event_time")
-    return {n: m[n] for n in names}
+    return {**{n: m[n] for n in names}, "valid_from": _valid_from(m),
+            "supersedes": m.get("supersedes")}
+
+
+def _valid_from(m: dict[str, Any]) -> int:
+    """When the memory's statement was first made (records before memory-2: its event time)."""
+    return int(m.get("valid_from") or m["event_time"])
+
+
+def _past_value(m: dict[str, Any]) -> PastValue:
+    return PastValue(memory_id=m["memory_id"], text=m["text"], valid_from=_valid_from(m),
+                     valid_until=m.get("superseded_at"), superseded_by=m.get("superseded_by"),
+                     occurrence_count=m["occurrence_count"],
+                     source_event_ids=list(m["source_event_ids"]), session_id=m["session_id"],
+                     kind=m["kind"])
+
+
+def _memory_piece(kind: str, m: dict[str, Any], similarity: float | None) -> Piece:
+    return Piece(kind, m["memory_id"], m["text"], tuple(m["source_event_ids"]), similarity,
+                 valid_from=_valid_from(m), valid_until=m.get("superseded_at"))
 
 
 def _check_broker(service: ReadService) -> dict[str, Any]:
