@@ -22,7 +22,7 @@ import difflib
 import enum
 from dataclasses import dataclass
 
-from agents.facts.slots import NOT_NAMES, Slot, Token, extract_slots, tokens
+from agents.facts.slots import NOT_NAMES, Slot, Token, slots_of, tokens
 
 
 class Verdict(enum.Enum):
@@ -75,16 +75,18 @@ def compare_facts(old: str, new: str) -> FactComparison:
     same kind that ``old`` does not contain: "on Friday" -> "on Tuesday" conflicts,
     "on Friday" -> "on Friday at 3pm" adds a detail and does not.
     """
-    old_slots, new_slots = extract_slots(old), extract_slots(new)
-    swapped = _swapped_kind(old_slots, new_slots) if _frame(old) == _frame(new) else None
+    # Each text is tokenized once (this runs on memorize's hot path).
+    old_tokens, new_tokens = tokens(old), tokens(new)
+    old_slots, new_slots = slots_of(old_tokens), slots_of(new_tokens)
+    same_frame = _frame(old_tokens, old_slots) == _frame(new_tokens, new_slots)
+    swapped = _swapped_kind(old_slots, new_slots) if same_frame else None
     if swapped is not None:
         return FactComparison(Verdict.SUPERSEDES, swapped)
-    modifier = _swapped_modifier(old, new, old_slots, new_slots)
+    modifier = _swapped_modifier(old_tokens, new_tokens, old_slots, new_slots)
     if modifier is not None:
         return FactComparison(Verdict.DISTINCT, "modifier", *modifier)
-    old_words = _word_set(old, old_slots)
-    new_words = _word_set(new, new_slots)
-    new_tokens = tokens(new)
+    old_words = _word_set(old_tokens, old_slots)
+    new_words = _word_set(new_tokens, new_slots)
     for kind in _kinds_in_order(old_slots):
         gone = [s for s in old_slots if s.kind == kind and s.value not in new_words]
         came = [s for s in new_slots if s.kind == kind and s.value not in old_words]
@@ -105,11 +107,11 @@ def _kinds_in_order(slots: list[Slot]) -> list[str]:
     return kinds
 
 
-def _word_set(text: str, slots: list[Slot]) -> set[str]:
-    """Every canonical slot value and every plain word of ``text``, for "does the other
+def _word_set(toks: list[Token], slots: list[Slot]) -> set[str]:
+    """Every canonical slot value and every plain word of a text, for "does the other
     text say this anywhere" checks."""
     words = {s.value for s in slots}
-    for tok in tokens(text):
+    for tok in toks:
         words.add(tok.low)
         if tok.low.endswith("'s"):
             words.add(tok.low[:-2])
@@ -138,21 +140,19 @@ def _swapped_kind(old_slots: list[Slot], new_slots: list[Slot]) -> str | None:
     return None
 
 
-def _frame(text: str) -> list[str]:
-    """The words of ``text`` that are not slots: what stays when only values change."""
-    toks, slots = tokens(text), extract_slots(text)
+def _frame(toks: list[Token], slots: list[Slot]) -> list[str]:
+    """The words of a text that are not slots: what stays when only values change."""
     in_slot = {i for s in slots for i in range(s.position, s.end)}
     return [t.low for i, t in enumerate(toks) if i not in in_slot and t.kind != "punct"]
 
 
 def _swapped_modifier(
-    old: str, new: str, old_slots: list[Slot], new_slots: list[Slot]
+    a_tokens: list[Token], b_tokens: list[Token], old_slots: list[Slot], new_slots: list[Slot]
 ) -> tuple[str, str] | None:
     """A plain word (or two) before the same head word replaced by another: "the *auth*
     service" vs "the *billing* service", "my *son's* school" vs "my *daughter's* school".
     The head stays, its modifier changes: another thing of the same sort, not a new value.
     """
-    a_tokens, b_tokens = tokens(old), tokens(new)
     # Names may be modifiers or heads ("the *prod* Grafana"); values may not.
     a_slot = {i for s in old_slots if s.kind != "entity" for i in range(s.position, s.end)}
     b_slot = {i for s in new_slots if s.kind != "entity" for i in range(s.position, s.end)}

@@ -126,7 +126,11 @@ def _canonical_time(raw: str) -> str:
 
 def extract_slots(text: str) -> list[Slot]:
     """The typed values of ``text`` in order, each with a canonical value."""
-    toks = tokens(text)
+    return slots_of(tokens(text))
+
+
+def slots_of(toks: list[Token]) -> list[Slot]:
+    """The typed values in a token list (``tokens(text)``), in order."""
     slots: list[Slot] = []
     i = 0
     while i < len(toks):

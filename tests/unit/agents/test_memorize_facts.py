@@ -235,4 +235,4 @@ def test_on_the_sets_no_changed_value_merges_and_paraphrase_recall_holds(
     superseded = sum(
         stored(ctx, memory_id(f"v{i}", r[0]), f"v{i}")["superseded_by"] is not None
         for i, r in enumerate(changes))
-    assert superseded >= 40  # at the 0.85 supersede threshold, measured 46 of 48
+    assert superseded >= 40  # at the 0.85 supersede threshold, measured 42 of 48
