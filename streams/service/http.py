@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from streams.registry import registry_client
 from streams.service.consistency import BadToken, NotCaughtUp, parse_token
-from streams.service.context import Piece, pack
+from streams.service.context import Piece, mark_superseded, pack
 from streams.service.core import ReadService
 from streams.service.memories import RecallFilters
 
@@ -113,6 +113,10 @@ class ContextPiece(BaseModel):
     similarity: float | None = None
     valid_from: int | None = Field(None, description="memories: epoch ms first stated")
     valid_until: int | None = Field(None, description="superseded memories: epoch ms changed")
+    superseded_memory_ids: list[str] | None = Field(
+        None, description="summaries: superseded memories their events stated; the highlight "
+                          "lines quoting them are left out (marked [superseded] with "
+                          "include_history)")
 
 
 class ContextResponse(BaseModel):
@@ -226,7 +230,8 @@ def create_app(service: ReadService) -> FastAPI:
         wait_for(body.consistency_token)
         replica = service.replica
         candidates = [
-            Piece("summary", s["summary_id"], s["text"], tuple(s["event_ids"]))
+            _summary_piece(replica.superseded_among(tenant, s["event_ids"]), s,
+                           drop=not body.include_history)
             for s in replica.latest_summaries(tenant, body.session_id, body.max_summaries)
         ]
         if body.query and body.k:
@@ -246,7 +251,8 @@ def create_app(service: ReadService) -> FastAPI:
         return ContextResponse(
             pieces=[ContextPiece(type=p.kind, id=p.id, text=p.text, tokens=p.tokens,
                                  source_ids=list(p.source_ids), similarity=p.similarity,
-                                 valid_from=p.valid_from, valid_until=p.valid_until)
+                                 valid_from=p.valid_from, valid_until=p.valid_until,
+                                 superseded_memory_ids=list(p.superseded_ids) or None)
                     for p in pieces],
             tokens_used=used, token_budget=body.token_budget, model_id=replica.model_id)
 
@@ -325,6 +331,12 @@ def _past_value(m: dict[str, Any]) -> PastValue:
                      occurrence_count=m["occurrence_count"],
                      source_event_ids=list(m["source_event_ids"]), session_id=m["session_id"],
                      kind=m["kind"])
+
+
+def _summary_piece(superseded: list[dict[str, Any]], s: dict[str, Any], *, drop: bool) -> Piece:
+    text = mark_superseded(s["text"], [m["text"] for m in superseded], drop=drop)
+    return Piece("summary", s["summary_id"], text, tuple(s["event_ids"]),
+                 superseded_ids=tuple(m["memory_id"] for m in superseded))
 
 
 def _memory_piece(kind: str, m: dict[str, Any], similarity: float | None) -> Piece:

@@ -151,6 +151,16 @@ class Replica:
             found = shard.meta.get(memory_id) or shard.history.get(memory_id)
             return dict(found) if found is not None else None
 
+    def superseded_among(self, tenant: str, event_ids: list[str]) -> list[dict[str, Any]]:
+        """The tenant's superseded memories that any of ``event_ids`` went into."""
+        wanted = set(event_ids)
+        with self.lock:
+            shard = self.tenants.get(tenant)
+            if shard is None or not shard.history or not wanted:
+                return []
+            return [dict(m) for _, m in sorted(shard.history.items())
+                    if wanted.intersection(m["source_event_ids"])]
+
     def predecessors(self, tenant: str, memory: dict[str, Any]) -> list[dict[str, Any]]:
         """The superseded values before ``memory``, newest first."""
         with self.lock:

@@ -140,3 +140,29 @@ def test_http_recall_and_context_current_by_default_history_with_intervals(
     old = client.get("/v1/memories/acme-m101", headers=ACME).json()
     assert (old["superseded_by"], old["superseded_at"], old["valid_from"]) == (
         "acme-m102", T1, T0)
+
+
+def test_a_summary_quoting_a_superseded_value_drops_or_marks_that_highlight(
+    replica_factory: Any, memory_factory: Any
+) -> None:
+    service = _service(replica_factory, memory_factory, ChainEmbedder(), None)
+    records = chain(memory_factory)  # Friday's event is e101, Tuesday's e102
+    apply_all(service.replica, records)
+    text = ("Session s1: 3 events.\nHighlights:\n- deploys on Friday (unrated)\n"
+            "- deploys on Tuesday (unrated)\n- deploys on Thursday (unrated)")
+    with service.replica.lock:
+        service.replica.apply("summaries.v1", 0, 50, {
+            "tenant": "acme", "summary_id": "sum-2", "event_id": "x", "event_time": 6,
+            "session_id": "s9", "window_start": 0, "window_end": 20, "text": text,
+            "key_terms": [], "event_ids": ["e101", "e102", "e103"]})
+    client = TestClient(create_app(service))
+    body = {"session_id": "s9", "k": 0, "token_budget": 200}
+
+    (summary,) = client.post("/v1/context", json=body, headers=ACME).json()["pieces"]
+    assert summary["superseded_memory_ids"] == ["acme-m101", "acme-m102"]
+    assert "Friday" not in summary["text"] and "Tuesday" not in summary["text"]
+    assert summary["text"].endswith("- deploys on Thursday (unrated)")
+    (summary,) = client.post("/v1/context", json={**body, "include_history": True},
+                             headers=ACME).json()["pieces"]
+    assert "- [superseded] deploys on Friday (unrated)" in summary["text"]
+    assert "- deploys on Thursday (unrated)" in summary["text"]
