@@ -93,10 +93,17 @@ def compare_facts(old: str, new: str) -> FactComparison:
         if not gone or not came:
             continue
         changed = came[0]
-        if kind in NAME_KINDS and _is_subject(new_tokens, changed):
+        # A question states nothing: "restart it on cluster 0?" and "... cluster 5?" are two
+        # questions, neither replaces the other.
+        if kind in NAME_KINDS and _is_subject(new_tokens, changed) \
+                or _is_question(old_tokens) or _is_question(new_tokens):
             return FactComparison(Verdict.DISTINCT, kind, gone[0].value, changed.value)
         return FactComparison(Verdict.SUPERSEDES, kind, gone[0].value, changed.value)
     return FactComparison(Verdict.SAME)
+
+
+def _is_question(toks: list[Token]) -> bool:
+    return bool(toks) and (toks[-1].raw == "?" or toks[0].low in _QUESTION_WORDS)
 
 
 def _kinds_in_order(slots: list[Slot]) -> list[str]:
@@ -190,6 +197,8 @@ _ABBREVIATIONS = {
     "config": "configuration", "repo": "repository", "docs": "documentation",
     "dev": "development", "k8s": "kubernetes", "msg": "message", "info": "information",
 }
+_QUESTION_WORDS = frozenset({"how", "what", "when", "where", "why", "which", "who", "whose",
+                             "can", "could", "should", "would", "is", "are", "do", "does"})
 _DETERMINERS = frozenset({"my", "our", "your", "his", "her", "their", "the"})
 # Words that qualify an amount or a verb, not a thing ("about 12", "roughly 12").
 _DEGREE_WORDS = frozenset("""

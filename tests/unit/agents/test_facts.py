@@ -80,6 +80,14 @@ def test_lookalike_never_supersedes(old: str, new: str) -> None:
     assert compare_facts(old, new).verdict is not Verdict.SUPERSEDES
 
 
+def test_questions_with_other_values_stay_apart_and_never_supersede() -> None:
+    found = compare_facts("How do I restart the billing service on cluster 0?",
+                          "How do I restart the billing service on cluster 5?")
+    assert (found.verdict, found.kind) == (Verdict.DISTINCT, "number")
+    assert compare_facts("is the standup at 9:30", "is the standup at 10:00").verdict \
+        is Verdict.DISTINCT
+
+
 def test_swapped_names_in_the_same_frame_supersede() -> None:
     found = compare_facts("Alice owns billing and Bob owns auth.",
                           "Bob owns billing and Alice owns auth.")
