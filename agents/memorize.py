@@ -222,6 +222,11 @@ class MemorizeAgent:
         """Merge into, supersede, or stand beside the nearest memories; save what changed
         and return the memory the content now belongs to, with the nearest similarity."""
         tenant = v["tenant"]
+        mid = self._fresh_id(v, memories)
+        memory = memories.get(f"{tenant}{SEP}{mid}")
+        # Content deleted before its first occurrence was (re)processed stays deleted: it
+        # may merge into a near memory, never supersede one as a memory of its own.
+        deleted = memory is not None and memory["deleted"]
         nearest = self.indexes.nearest(tenant, vector, k=NEAR_CANDIDATES)
         for near_id, similarity in nearest:
             near = memories.get(f"{tenant}{SEP}{near_id}")
@@ -235,15 +240,13 @@ class MemorizeAgent:
                 self.metrics.duplicates.labels("near").inc()
                 self._save(near, memories, ctx)
                 return near, similarity
-            if decision.action is Action.SUPERSEDE:
-                return self._supersede(near, v, vector, decision.comparison, memories,
+            if decision.action is Action.SUPERSEDE and not deleted:
+                return self._supersede(near, v, mid, vector, decision.comparison, memories,
                                        ctx), similarity
             if decision.comparison.verdict is not Verdict.DISTINCT:
                 break  # the next neighbours are further away still
         similarity = nearest[0][1] if nearest else 0.0
-        mid = self._fresh_id(v, memories)
-        memory = memories.get(f"{tenant}{SEP}{mid}")
-        if memory is not None and memory["deleted"]:
+        if memory is not None and deleted:
             # Deleted before its first occurrence was (re)processed: stays deleted.
             memory["occurrence_count"] += 1
             memory["source_event_ids"] = memory["source_event_ids"] + [v["event_id"]]
@@ -258,6 +261,7 @@ class MemorizeAgent:
         self,
         old: dict[str, Any],
         v: dict[str, Any],
+        mid: str,
         vector: np.ndarray,
         found: FactComparison,
         memories: Any,
@@ -267,7 +271,7 @@ class MemorizeAgent:
         was superseded and leaves the near-duplicate index. A statement older (in event
         time) than the memory it conflicts with arrives superseded already."""
         tenant, changed_at = v["tenant"], to_millis(v["event_time"])
-        new = self._new_memory(v, self._fresh_id(v, memories), vector)
+        new = self._new_memory(v, mid, vector)
         old_from = old.get("valid_from") or old["event_time"]
         if changed_at >= old_from:
             new["supersedes"] = old["memory_id"]

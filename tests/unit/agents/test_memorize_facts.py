@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_ctx import BatchCtxFactory, RecordingBatchContext, avro_bytes, scored
+from batch_ctx import BatchCtxFactory, RecordingBatchContext, avro_bytes, decoded, scored
 
 from agents.dedupe import content_hash, memory_id, restatement_id
 from agents.memorize import MemorizeAgent
@@ -236,3 +236,24 @@ def test_on_the_sets_no_changed_value_merges_and_paraphrase_recall_holds(
         stored(ctx, memory_id(f"v{i}", r[0]), f"v{i}")["superseded_by"] is not None
         for i, r in enumerate(changes))
     assert superseded >= 40  # at the 0.85 supersede threshold, measured 42 of 48
+
+
+def test_a_deleted_changed_value_replayed_after_its_deletion_stays_deleted(
+    agent: MemorizeAgent, ctx: RecordingBatchContext
+) -> None:
+    """A replay reads the deletion of Tuesday before Tuesday itself: it must neither come
+    back nor supersede Friday."""
+    tombstone = {
+        "tenant": "acme", "memory_id": memory_id("acme", TUESDAY), "event_id": "delete-1",
+        "event_time": T1, "session_id": "s-1", "kind": "QUERY", "text": "", "content_hash": "",
+        "embedding": b"", "model_id": agent.embedder.model_id, "dimension": 0, "value": None,
+        "confidence": 0.0, "occurrence_count": 1, "source_event_ids": ["e-2"], "merges": [],
+        "deleted": True, "scorer_version": None,
+    }
+    run(agent, ctx, [scored(FRIDAY, event_id="e-1", event_time=T0)],
+        [decoded("memories.v1", tombstone)], [scored(TUESDAY, event_id="e-2", event_time=T1)])
+
+    assert stored(ctx, memory_id("acme", FRIDAY))["superseded_by"] is None
+    gone = stored(ctx, memory_id("acme", TUESDAY))
+    assert gone["deleted"] and gone["text"] == "" and gone["supersedes"] is None
+    assert all(m["deleted"] or m["text"] == FRIDAY for m in ctx.sent_to("memories.v1"))
