@@ -45,6 +45,8 @@ class FactComparison:
 
 
 
+# A name may be written as an identifier ("Okta" -> "Auth0"): either replaces the other.
+_FAMILY = {"entity": {"entity", "identifier"}, "identifier": {"identifier", "entity"}}
 # Kinds whose change is a change of value wherever they stand ("port 6379" -> "8443").
 VALUE_KINDS = frozenset({"number", "date", "weekday", "time", "version", "port", "day"})
 # Kinds that can also name the subject ("db1.internal is the primary" vs "db2...").
@@ -88,8 +90,9 @@ def compare_facts(old: str, new: str) -> FactComparison:
     old_words = _word_set(old_tokens, old_slots)
     new_words = _word_set(new_tokens, new_slots)
     for kind in _kinds_in_order(old_slots):
+        family = _FAMILY.get(kind, {kind})
         gone = [s for s in old_slots if s.kind == kind and s.value not in new_words]
-        came = [s for s in new_slots if s.kind == kind and s.value not in old_words]
+        came = [s for s in new_slots if s.kind in family and s.value not in old_words]
         if not gone or not came:
             continue
         changed = came[0]

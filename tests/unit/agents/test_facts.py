@@ -80,6 +80,12 @@ def test_lookalike_never_supersedes(old: str, new: str) -> None:
     assert compare_facts(old, new).verdict is not Verdict.SUPERSEDES
 
 
+def test_a_name_replaced_by_an_identifier_like_name_supersedes() -> None:
+    found = compare_facts("The SSO provider is Okta.", "The SSO provider is Auth0.")
+    assert (found.verdict, found.old_value, found.new_value) == (
+        Verdict.SUPERSEDES, "okta", "auth0")
+
+
 def test_questions_with_other_values_stay_apart_and_never_supersede() -> None:
     found = compare_facts("How do I restart the billing service on cluster 0?",
                           "How do I restart the billing service on cluster 5?")
