@@ -234,14 +234,13 @@ def create_app(service: ReadService) -> FastAPI:
                            drop=not body.include_history)
             for s in replica.latest_summaries(tenant, body.session_id, body.max_summaries)
         ]
+        found: list[tuple[dict[str, Any], float | None]] = []
         if body.query and body.k:
             vector = service.embed_query(body.query)
             hits = replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity)
             found = [(h.memory, h.similarity) for h in hits]
         elif body.k:
             found = [(m, None) for m in replica.session_memories(tenant, body.session_id)[: body.k]]
-        else:
-            found = []
         for memory, similarity in found:
             candidates.append(_memory_piece("memory", memory, similarity))
             if body.include_history:
@@ -262,7 +261,7 @@ def create_app(service: ReadService) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"no memory {memory_id}")
         found["valid_from"] = _valid_from(found)
-        return Memory(**{k: found.get(k) for k in Memory.model_fields})
+        return Memory.model_validate({k: found.get(k) for k in Memory.model_fields})
 
     @app.delete("/v1/memories/{memory_id}", response_model=Deleted)
     def delete_memory(memory_id: str, tenant: Tenant, response: Response) -> Deleted:
