@@ -1,5 +1,9 @@
 """The memorize agent: scored events in, memories out — exact dedupe, embedding, near-dupes.
 
+A near duplicate is merged only when it states the same facts (``agents.facts``); one that
+changes a value ("deploys on Friday" -> "on Tuesday") becomes a new memory superseding the
+old one, which leaves the near-duplicate index and records ``superseded_by``/``superseded_at``.
+
 Stores: ``content`` (tenant + normalized-content hash → memory id and the similarity seen
 when that content arrived) and ``memories`` (tenant + memory id → the memory record, its
 embedding included). The FAISS index per tenant is derived from ``memories`` whenever the
