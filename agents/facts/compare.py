@@ -45,6 +45,8 @@ class FactComparison:
 
 
 
+# Texts longer than this (in tokens) are compared by their values only.
+MAX_ALIGNED_TOKENS = 200
 # A name may be written as an identifier ("Okta" -> "Auth0"): either replaces the other.
 _FAMILY = {"entity": {"entity", "identifier"}, "identifier": {"identifier", "entity"}}
 # Kinds whose change is a change of value wherever they stand ("port 6379" -> "8443").
@@ -84,7 +86,10 @@ def compare_facts(old: str, new: str) -> FactComparison:
     swapped = _swapped_kind(old_slots, new_slots) if same_frame else None
     if swapped is not None:
         return FactComparison(Verdict.SUPERSEDES, swapped)
-    modifier = _swapped_modifier(old_tokens, new_tokens, old_slots, new_slots)
+    # The word alignment is quadratic in the worst case: long texts skip it (a memory of
+    # hundreds of words is no single fact whose subject could be swapped).
+    short = max(len(old_tokens), len(new_tokens)) <= MAX_ALIGNED_TOKENS
+    modifier = _swapped_modifier(old_tokens, new_tokens, old_slots, new_slots) if short else None
     if modifier is not None:
         return FactComparison(Verdict.DISTINCT, "modifier", *modifier)
     old_words = _word_set(old_tokens, old_slots)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,16 @@ def test_slot_positions_point_at_tokens() -> None:
 def test_hostile_inputs_never_raise_and_equal_text_is_the_same(text: str) -> None:
     assert compare_facts(text, text).verdict is Verdict.SAME
     compare_facts(text, "The auth service deploys on Friday.")
+
+
+def test_long_texts_are_compared_quickly() -> None:
+    words = "the auth service deploys on Friday at port 8443 with Alice and v1.2.3 ".split()
+    long_a = " ".join(words[i % len(words)] for i in range(5000))
+    long_b = " ".join(words[(i * 7) % len(words)] for i in range(5000))
+    started = time.perf_counter()
+    compare_facts(long_a, long_b)
+    compare_facts(long_a + " on Tuesday", long_a)
+    assert time.perf_counter() - started < 1.0
 
 
 def test_decisions_are_deterministic() -> None:
