@@ -59,10 +59,12 @@ class MemorizeAgent:
         embed_batch_size: int,
         metrics: WorkerMetrics,
         supersede_threshold: float | None = None,
+        same_frame_threshold: float | None = None,
     ) -> None:
         self.embedder = embedder
         self.threshold = threshold
         self.supersede_threshold = threshold if supersede_threshold is None else supersede_threshold
+        self.same_frame_threshold = same_frame_threshold
         self.max_text_chars = max_text_chars
         self.embed_batch_size = embed_batch_size
         self.metrics = metrics
@@ -238,7 +240,8 @@ class MemorizeAgent:
                 raise ModelMismatchError(f"index holds {near_id} but the store does not")
             decision = decide_near(near["text"], v["text"], similarity,
                                    merge_threshold=self.threshold,
-                                   supersede_threshold=self.supersede_threshold)
+                                   supersede_threshold=self.supersede_threshold,
+                                   same_frame_threshold=self.same_frame_threshold)
             if decision.action is Action.MERGE:
                 self._merge(near, v, similarity=similarity, match="near")
                 self.metrics.duplicates.labels("near").inc()

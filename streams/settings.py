@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         description="cosine similarity at or above which a near duplicate that changes a value "
                     "(number, date, name, ...) supersedes the memory instead of standing beside it",
     )
+    supersede_same_frame_threshold: float = Field(
+        0.5, gt=0, le=1,
+        description="the same, when nothing but the value differs (the same sentence once "
+                    "numbers, dates, names, ... are taken out)",
+    )
     scorer_config: Path | None = Field(None, description="value-scorer weights file")
     interaction_ttl_s: float = Field(
         7 * 24 * 3600, gt=0, description="how long an interaction waits for late feedback"

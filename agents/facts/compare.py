@@ -42,6 +42,8 @@ class FactComparison:
     kind: str | None = None
     old_value: str | None = None
     new_value: str | None = None
+    # Only values differ: the two texts are the same sentence once their values are removed.
+    same_frame: bool = False
 
 
 
@@ -85,7 +87,7 @@ def compare_facts(old: str, new: str) -> FactComparison:
     same_frame = _frame(old_tokens, old_slots) == _frame(new_tokens, new_slots)
     swapped = _swapped_kind(old_slots, new_slots) if same_frame else None
     if swapped is not None:
-        return FactComparison(Verdict.SUPERSEDES, swapped)
+        return FactComparison(Verdict.SUPERSEDES, swapped, same_frame=True)
     # The word alignment is quadratic in the worst case: long texts skip it (a memory of
     # hundreds of words is no single fact whose subject could be swapped).
     short = max(len(old_tokens), len(new_tokens)) <= MAX_ALIGNED_TOKENS
@@ -106,7 +108,7 @@ def compare_facts(old: str, new: str) -> FactComparison:
         if kind in NAME_KINDS and _is_subject(new_tokens, changed) \
                 or _is_question(old_tokens) or _is_question(new_tokens):
             return FactComparison(Verdict.DISTINCT, kind, gone[0].value, changed.value)
-        return FactComparison(Verdict.SUPERSEDES, kind, gone[0].value, changed.value)
+        return FactComparison(Verdict.SUPERSEDES, kind, gone[0].value, changed.value, same_frame)
     return FactComparison(Verdict.SAME)
 
 
@@ -238,16 +240,21 @@ def decide_near(
     *,
     merge_threshold: float,
     supersede_threshold: float,
+    same_frame_threshold: float | None = None,
 ) -> NearDecision:
     """Merge a restatement at ``merge_threshold``; supersede a changed value of the same
     subject at ``supersede_threshold`` (a value change moves the embedding more than a
-    paraphrase does, so it may sit lower); anything else is a memory of its own."""
-    if similarity < min(merge_threshold, supersede_threshold):
+    paraphrase does, so it may sit lower), or at ``same_frame_threshold`` when nothing but
+    the value differs (a new name moves it most: "My manager is Priya Raman." -> "... Daniel
+    Kim." is 0.65); anything else is a memory of its own."""
+    frame = supersede_threshold if same_frame_threshold is None else same_frame_threshold
+    if similarity < min(merge_threshold, supersede_threshold, frame):
         return NearDecision(Action.NEW, FactComparison(Verdict.SAME))
     found = compare_facts(memory_text, text)
     if found.verdict is Verdict.SAME and similarity >= merge_threshold:
         return NearDecision(Action.MERGE, found)
-    if found.verdict is Verdict.SUPERSEDES and similarity >= supersede_threshold:
+    if found.verdict is Verdict.SUPERSEDES and (
+        similarity >= supersede_threshold or found.same_frame and similarity >= frame
+    ):
         return NearDecision(Action.SUPERSEDE, found)
     return NearDecision(Action.NEW, found)
-

@@ -61,7 +61,7 @@ def memorize_agent_factory(embedder: SentenceTransformerEmbedder) -> Callable[..
 
     def make(
         *, threshold: float = 0.9, max_text_chars: int = 32_000,
-        supersede_threshold: float = 0.85,
+        supersede_threshold: float = 0.85, same_frame_threshold: float = 0.5,
     ) -> MemorizeAgent:
         return MemorizeAgent(
             embedder,
@@ -70,6 +70,7 @@ def memorize_agent_factory(embedder: SentenceTransformerEmbedder) -> Callable[..
             embed_batch_size=64,
             metrics=WorkerMetrics(),
             supersede_threshold=supersede_threshold,
+            same_frame_threshold=same_frame_threshold,
         )
 
     return make

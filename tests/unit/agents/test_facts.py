@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.facts import Slot, Verdict, compare_facts, extract_slots
+from agents.facts import Action, Slot, Verdict, compare_facts, decide_near, extract_slots
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "facts"
 
@@ -163,3 +163,23 @@ def test_decisions_are_deterministic() -> None:
     rows = pairs("value_changes") + pairs("lookalikes") + pairs("paraphrases")
     first = [compare_facts(r[0], r[1]) for r in rows]
     assert [compare_facts(r[0], r[1]) for r in rows] == first
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "similarity", "action"),
+    [
+        ("deploys on Friday", "deploys on Fridays", 0.95, Action.MERGE),
+        ("deploys on Friday", "deploys on Fridays", 0.89, Action.NEW),
+        ("The auth service deploys on Friday.", "The auth service deploys on Tuesday.", 0.86,
+         Action.SUPERSEDE),
+        ("The auth service deploys on Friday.", "Auth deploys on Tuesday.", 0.84, Action.NEW),
+        ("My manager is Priya Raman.", "My manager is Daniel Kim.", 0.65, Action.SUPERSEDE),
+        ("My manager is Priya Raman.", "My manager is Daniel Kim.", 0.45, Action.NEW),
+        ("The auth service deploys on Friday.", "The billing service deploys on Friday.", 0.99,
+         Action.NEW),
+    ],
+)
+def test_decide_near(old: str, new: str, similarity: float, action: Action) -> None:
+    found = decide_near(old, new, similarity, merge_threshold=0.9, supersede_threshold=0.85,
+                        same_frame_threshold=0.5)
+    assert found.action is action

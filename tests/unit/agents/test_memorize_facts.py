@@ -186,13 +186,17 @@ def test_supersession_is_reproduced_by_a_replay(
     assert len(runs[0]) == 9
 
 
-def test_a_lower_supersede_threshold_catches_a_change_that_moved_the_embedding_more(
-    memorize_agent_factory: MemorizeFactory, ctx: RecordingBatchContext
+def test_supersede_thresholds_decide_how_far_a_change_may_move_the_embedding(
+    memorize_agent_factory: MemorizeFactory, batch_ctx_factory: BatchCtxFactory
 ) -> None:
-    old, new = "Postgres listens on port 5432.", "Postgres listens on port 6432."  # cos ~0.896
-    strict = memorize_agent_factory(supersede_threshold=0.9)
-    run(strict, ctx, [scored(old, event_id="e-1")], [scored(new, event_id="e-2")])
-    assert stored(ctx, memory_id("acme", old))["superseded_by"] is None  # stands beside it
+    old, new = "My manager is Priya Raman.", "My manager is Daniel Kim."  # cosine ~0.65
+    for name, frame, superseded in (("strict", 0.9, False), ("default", 0.5, True)):
+        ctx = batch_ctx_factory("content", "memories", name=name)
+        agent = memorize_agent_factory(same_frame_threshold=frame)
+        run(agent, ctx, [scored(old, event_id="e-1")], [scored(new, event_id="e-2")])
+        found = stored(ctx, memory_id("acme", old))["superseded_by"]
+        assert (found == memory_id("acme", new)) is superseded, name
+        assert found is not None or owner(ctx, new) == memory_id("acme", new)  # beside it
 
 
 def _pairs(name: str) -> list[list[str]]:
@@ -235,7 +239,9 @@ def test_on_the_sets_no_changed_value_merges_and_paraphrase_recall_holds(
     superseded = sum(
         stored(ctx, memory_id(f"v{i}", r[0]), f"v{i}")["superseded_by"] is not None
         for i, r in enumerate(changes))
-    assert superseded >= 40  # at the 0.85 supersede threshold, measured 42 of 48
+    # 42 of 48 at the 0.85 supersede threshold; the 6 others (new names, one port) only
+    # differ in their value and pass at the same-frame threshold (0.5).
+    assert superseded >= 46
 
 
 def test_a_deleted_changed_value_replayed_after_its_deletion_stays_deleted(
