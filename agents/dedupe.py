@@ -40,5 +40,13 @@ def memory_id(tenant: str, text: str) -> str:
     return str(uuid.uuid5(tenant_namespace, _digest(normalized)))
 
 
+def restatement_id(tenant: str, text: str, event_id: str) -> str:
+    """Return the id of a memory whose content already has a memory that was superseded
+    ("Friday", then "Tuesday", then "Friday" again): the content id cannot be reused, so the
+    event that restated it joins the derivation. Still a function of the log only."""
+    base = memory_id(tenant, text)
+    return str(uuid.uuid5(uuid.UUID(base), f"restated:{event_id}"))
+
+
 def _digest(normalized: str) -> str:
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()

@@ -1,5 +1,9 @@
 """The memorize agent: scored events in, memories out — exact dedupe, embedding, near-dupes.
 
+A near duplicate is merged only when it states the same facts (``agents.facts``); one that
+changes a value ("deploys on Friday" -> "on Tuesday") becomes a new memory superseding the
+old one, which leaves the near-duplicate index and records ``superseded_by``/``superseded_at``.
+
 Stores: ``content`` (tenant + normalized-content hash → memory id and the similarity seen
 when that content arrived) and ``memories`` (tenant + memory id → the memory record, its
 embedding included). The FAISS index per tenant is derived from ``memories`` whenever the
@@ -15,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from agents.deadletter import reason_for
-from agents.dedupe import memory_id
+from agents.dedupe import memory_id, restatement_id
+from agents.facts import Action, FactComparison, Verdict, decide_near
 from agents.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
 from agents.models.exceptions import ModelMismatchError
 from agents.models.index import TenantIndexes
@@ -30,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 # A memory lists at most this many source ids and merges (its count keeps growing).
 MAX_SOURCES = 1000
+# Near neighbours looked at: one about another subject does not hide the next one.
+NEAR_CANDIDATES = 3
 
 
 class MemorizeAgent:
@@ -53,9 +60,13 @@ class MemorizeAgent:
         max_text_chars: int,
         embed_batch_size: int,
         metrics: WorkerMetrics,
+        supersede_threshold: float | None = None,
+        same_frame_threshold: float | None = None,
     ) -> None:
         self.embedder = embedder
         self.threshold = threshold
+        self.supersede_threshold = threshold if supersede_threshold is None else supersede_threshold
+        self.same_frame_threshold = same_frame_threshold
         self.max_text_chars = max_text_chars
         self.embed_batch_size = embed_batch_size
         self.metrics = metrics
@@ -74,7 +85,10 @@ class MemorizeAgent:
             if not stores.has("memories", partition):
                 continue
             for _key, memory in stores.store("memories", partition).committed_items():
-                if memory["deleted"] or memory["model_id"] != model:
+                # Superseded memories leave the near-duplicate index: later statements
+                # compare against the current value.
+                if memory["deleted"] or memory["model_id"] != model \
+                        or memory.get("superseded_by"):
                     continue
                 tenant = memory["tenant"]
                 ids.setdefault(tenant, []).append(memory["memory_id"])
@@ -185,35 +199,114 @@ class MemorizeAgent:
             memory = memories.get(f"{tenant}{SEP}{seen['memory_id']}")
             if memory is None:
                 raise ModelMismatchError(f"content {digest} points at missing memory")
-            if v["event_id"] in memory["source_event_ids"]:
-                self._update_value(memory, v)  # a re-score of an event already memorized
-            else:
-                self._merge(memory, v, similarity=1.0, match="exact")
-                self._exact_duplicates.inc()
-            self._save(memory, memories, ctx)
-            return
-        vector = vectors[(tenant, digest)]
-        nearest = self.indexes.nearest(tenant, vector, k=1)
-        similarity = nearest[0][1] if nearest else 0.0
-        if nearest and similarity >= self.threshold:
-            memory = memories.get(f"{tenant}{SEP}{nearest[0][0]}")
-            if memory is None:
-                raise ModelMismatchError(f"index holds {nearest[0][0]} but the store does not")
-            self._merge(memory, v, similarity=similarity, match="near")
-            self.metrics.duplicates.labels("near").inc()
+            if not self._restates_superseded(memory, v):
+                if v["event_id"] in memory["source_event_ids"]:
+                    self._update_value(memory, v)  # a re-score of an event already memorized
+                else:
+                    self._merge(memory, v, similarity=1.0, match="exact")
+                    self._exact_duplicates.inc()
+                self._save(memory, memories, ctx)
+                return
+            # A value that was superseded, stated again: decided like new content.
+            vector = vector_from_bytes(memory["embedding"], memory["dimension"])
         else:
-            mid = memory_id(tenant, v["text"])
-            memory = memories.get(f"{tenant}{SEP}{mid}")
-            if memory is not None and memory["deleted"]:
-                # Deleted before its first occurrence was (re)processed: stays deleted.
-                memory["occurrence_count"] += 1
-                memory["source_event_ids"] = memory["source_event_ids"] + [v["event_id"]]
-                self._update_value(memory, v)
-            else:
-                memory = self._new_memory(v, mid, vector)
-                self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
+            vector = vectors[(tenant, digest)]
+        memory, similarity = self._place(v, vector, memories, ctx)
         content.put(content_key, {"memory_id": memory["memory_id"], "similarity": similarity})
+
+    def _restates_superseded(self, memory: dict[str, Any], v: dict[str, Any]) -> bool:
+        return bool(
+            memory.get("superseded_by") and not memory["deleted"]
+            and v["event_id"] not in memory["source_event_ids"]
+            and memory["model_id"] == self.embedder.model_id
+        )
+
+    def _place(
+        self, v: dict[str, Any], vector: np.ndarray, memories: Any, ctx: BatchContext
+    ) -> tuple[dict[str, Any], float]:
+        """Merge into, supersede, or stand beside the nearest memories; save what changed
+        and return the memory the content now belongs to, with the nearest similarity."""
+        tenant = v["tenant"]
+        mid = self._fresh_id(v, memories)
+        memory = memories.get(f"{tenant}{SEP}{mid}")
+        # Content deleted before its first occurrence was (re)processed stays deleted: it
+        # may merge into a near memory, never supersede one as a memory of its own.
+        deleted = memory is not None and memory["deleted"]
+        nearest = self.indexes.nearest(tenant, vector, k=NEAR_CANDIDATES)
+        for near_id, similarity in nearest:
+            near = memories.get(f"{tenant}{SEP}{near_id}")
+            if near is None:
+                raise ModelMismatchError(f"index holds {near_id} but the store does not")
+            decision = decide_near(near["text"], v["text"], similarity,
+                                   merge_threshold=self.threshold,
+                                   supersede_threshold=self.supersede_threshold,
+                                   same_frame_threshold=self.same_frame_threshold)
+            if decision.action is Action.MERGE:
+                self._merge(near, v, similarity=similarity, match="near")
+                self.metrics.duplicates.labels("near").inc()
+                self._save(near, memories, ctx)
+                return near, similarity
+            if decision.action is Action.SUPERSEDE and not deleted:
+                return self._supersede(near, v, mid, vector, decision.comparison, memories,
+                                       ctx), similarity
+            if decision.comparison.verdict is not Verdict.DISTINCT:
+                break  # the next neighbours are further away still
+        similarity = nearest[0][1] if nearest else 0.0
+        if memory is not None and deleted:
+            # Deleted before its first occurrence was (re)processed: stays deleted.
+            memory["occurrence_count"] += 1
+            memory["source_event_ids"] = memory["source_event_ids"] + [v["event_id"]]
+            self._update_value(memory, v)
+        else:
+            memory = self._new_memory(v, mid, vector)
+            self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
         self._save(memory, memories, ctx)
+        return memory, similarity
+
+    def _supersede(
+        self,
+        old: dict[str, Any],
+        v: dict[str, Any],
+        mid: str,
+        vector: np.ndarray,
+        found: FactComparison,
+        memories: Any,
+        ctx: BatchContext,
+    ) -> dict[str, Any]:
+        """A new memory for the changed value; the old one records when and by what it
+        was superseded and leaves the near-duplicate index. A statement older (in event
+        time) than the memory it conflicts with arrives superseded already."""
+        tenant, changed_at = v["tenant"], to_millis(v["event_time"])
+        new = self._new_memory(v, mid, vector)
+        old_from = old.get("valid_from") or old["event_time"]
+        if changed_at >= old_from:
+            new["supersedes"] = old["memory_id"]
+            old["superseded_by"] = new["memory_id"]
+            old["superseded_at"] = changed_at
+            old["event_id"] = v["event_id"]
+            old["event_time"] = max(old["event_time"], changed_at)
+            self.indexes.remove(tenant, old["memory_id"])
+            self.indexes.add(tenant, new["memory_id"], vector, self.embedder.model_id)
+        else:
+            new["superseded_by"] = old["memory_id"]
+            new["superseded_at"] = old_from
+            if old.get("supersedes") is None:
+                old["supersedes"] = new["memory_id"]
+        self.metrics.supersessions.labels(found.kind or "unknown").inc()
+        logger.info("tenant %s: %s changed between memory %s and the new memory %s", tenant,
+                    found.kind, old["memory_id"], new["memory_id"])
+        self._save(new, memories, ctx)
+        self._save(old, memories, ctx)
+        return new
+
+    @staticmethod
+    def _fresh_id(v: dict[str, Any], memories: Any) -> str:
+        """The content's memory id, or (when a superseded memory holds it) a restatement id."""
+        mid = memory_id(v["tenant"], v["text"])
+        taken = memories.get(f"{v['tenant']}{SEP}{mid}")
+        if taken is not None and not taken["deleted"]:
+            return restatement_id(v["tenant"], v["text"], v["event_id"])
+        return mid
 
     def _new_memory(self, v: dict[str, Any], mid: str, vector: np.ndarray) -> dict[str, Any]:
         return {
@@ -235,6 +328,10 @@ class MemorizeAgent:
             "merges": [],
             "deleted": False,
             "scorer_version": v["scorer_version"],
+            "valid_from": to_millis(v["event_time"]),
+            "supersedes": None,
+            "superseded_by": None,
+            "superseded_at": None,
         }
 
     @staticmethod

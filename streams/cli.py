@@ -327,6 +327,10 @@ def export_dataset(
     include_unknown: Annotated[
         bool, typer.Option("--include-unknown", help="also memories with no value yet")
     ] = False,
+    include_superseded: Annotated[
+        bool, typer.Option("--include-superseded",
+                           help="also older values of changed facts (superseded memories)")
+    ] = False,
     to_offsets: Annotated[
         Path | None,
         typer.Option("--to-offsets", help="a previous manifest: export exactly its offsets"),
@@ -348,7 +352,8 @@ def export_dataset(
         manifest = run_export(
             settings, out, fmt=chosen, to_offsets=pinned, progress=bar,
             row_filter=RowFilter(min_value=min_value, since_ms=_since_ms(since),
-                                 include_unknown=include_unknown),
+                                 include_unknown=include_unknown,
+                                 include_superseded=include_superseded),
         )
     finally:
         bar.close()

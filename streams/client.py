@@ -63,8 +63,10 @@ class MemoryClient:
         time_to: datetime | None = None,
         min_value: float | None = None,
         consistency_token: str | None = None,
+        include_history: bool = False,
     ) -> list[dict[str, Any]]:
-        """The hits (memory id, text, similarity, value, occurrence count, source ids)."""
+        """The hits (memory id, text, similarity, value, occurrence count, source ids), all
+        current; with ``include_history`` each carries the older values it superseded."""
         filters = {
             "session_id": session_id, "kinds": kinds, "min_value": min_value,
             "time_from": time_from.isoformat() if time_from else None,
@@ -72,7 +74,7 @@ class MemoryClient:
         }
         body = {"query": query, "k": k, "min_similarity": min_similarity,
                 "filters": {k_: v for k_, v in filters.items() if v is not None} or None,
-                "consistency_token": consistency_token}
+                "consistency_token": consistency_token, "include_history": include_history}
         return list(self._call("POST", "/v1/recall", json=body)["hits"])
 
     def context(
@@ -84,10 +86,13 @@ class MemoryClient:
         k: int = 20,
         max_summaries: int = 3,
         consistency_token: str | None = None,
+        include_history: bool = False,
     ) -> dict[str, Any]:
-        """A context pack: pieces with their source ids, within the token budget."""
+        """A context pack: pieces with their source ids, within the token budget (with
+        ``include_history``, superseded values after the memory that replaced them)."""
         body = {"session_id": session_id, "query": query, "token_budget": token_budget, "k": k,
-                "max_summaries": max_summaries, "consistency_token": consistency_token}
+                "max_summaries": max_summaries, "consistency_token": consistency_token,
+                "include_history": include_history}
         return dict(self._call("POST", "/v1/context", json=body))
 
     def whoami(self) -> str:

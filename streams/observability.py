@@ -49,6 +49,11 @@ class WorkerMetrics:
             "memstream_duplicates", "Duplicates merged into an existing memory", ["match"],
             registry=r,
         )
+        self.supersessions = Counter(
+            "memstream_supersessions",
+            "Near duplicates that changed a value and superseded a memory, by slot kind",
+            ["slot"], registry=r,
+        )
         self.unknown_value = Counter(
             "memstream_unknown_value", "Scored events with no feedback yet (value unknown)",
             registry=r,

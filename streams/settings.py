@@ -119,6 +119,16 @@ class Settings(BaseSettings):
     near_duplicate_threshold: float = Field(
         0.9, gt=0, le=1, description="cosine similarity at or above which content merges"
     )
+    supersede_threshold: float = Field(
+        0.85, gt=0, le=1,
+        description="cosine similarity at or above which a near duplicate that changes a value "
+                    "(number, date, name, ...) supersedes the memory instead of standing beside it",
+    )
+    supersede_same_frame_threshold: float = Field(
+        0.5, gt=0, le=1,
+        description="the same, when nothing but the value differs (the same sentence once "
+                    "numbers, dates, names, ... are taken out)",
+    )
     scorer_config: Path | None = Field(None, description="value-scorer weights file")
     interaction_ttl_s: float = Field(
         7 * 24 * 3600, gt=0, description="how long an interaction waits for late feedback"

@@ -78,6 +78,8 @@ def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetric
             MemorizeAgent(
                 embedder,
                 threshold=settings.near_duplicate_threshold,
+                supersede_threshold=settings.supersede_threshold,
+                same_frame_threshold=settings.supersede_same_frame_threshold,
                 max_text_chars=settings.max_text_chars,
                 embed_batch_size=settings.embed_batch_size,
                 metrics=metrics,

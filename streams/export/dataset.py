@@ -2,8 +2,10 @@
 
 One row per live memory (the compacted topic already holds one record per memory, and
 a memory id is a function of tenant and normalized content, so rows never repeat a
-content). Rows are sorted by (tenant, memory id) and written with fixed options and no
-timestamps, so two exports of the same offsets are byte-identical.
+content). A memory whose value was superseded by a newer one is left out unless asked
+for; its row then says which memory superseded it and until when it held. Rows are
+sorted by (tenant, memory id) and written with fixed options and no timestamps, so two
+exports of the same offsets are byte-identical.
 """
 
 from __future__ import annotations
@@ -28,17 +30,23 @@ COLUMNS = (
     "content_hash",
     "scorer_version",
     "event_time_ms",
+    "valid_from_ms",
+    "valid_until_ms",
+    "supersedes",
+    "superseded_by",
 )
 
 
 @dataclass(frozen=True)
 class RowFilter:
     """Which memories become rows: known value >= ``min_value`` (unknown ones only with
-    ``include_unknown``), last changed at or after ``since_ms`` when given."""
+    ``include_unknown``), last changed at or after ``since_ms`` when given; superseded
+    memories (an older value of a changed fact) only with ``include_superseded``."""
 
     min_value: float = 0.0
     since_ms: int | None = None
     include_unknown: bool = False
+    include_superseded: bool = False
 
     def describe(self) -> dict[str, Any]:
         """For the manifest."""
@@ -46,6 +54,7 @@ class RowFilter:
             "min_value": self.min_value,
             "since_ms": self.since_ms,
             "include_unknown": self.include_unknown,
+            "include_superseded": self.include_superseded,
         }
 
 
@@ -60,6 +69,8 @@ def dataset_rows(memories: Iterable[dict[str, Any]], row_filter: RowFilter) -> l
     """The rows of the memories that pass ``row_filter``, in a fixed order."""
     rows = []
     for m in memories:
+        if m.get("superseded_by") and not row_filter.include_superseded:
+            continue
         value = m.get("value")
         if value is None:
             if not row_filter.include_unknown:
@@ -82,6 +93,11 @@ def dataset_rows(memories: Iterable[dict[str, Any]], row_filter: RowFilter) -> l
                 "content_hash": m["content_hash"],
                 "scorer_version": m.get("scorer_version"),
                 "event_time_ms": event_time,
+                "valid_from_ms": to_millis(m.get("valid_from") or m["event_time"]),
+                "valid_until_ms": None if m.get("superseded_at") is None
+                else to_millis(m["superseded_at"]),
+                "supersedes": m.get("supersedes"),
+                "superseded_by": m.get("superseded_by"),
             }
         )
     rows.sort(key=lambda r: (r["tenant"], r["memory_id"]))
@@ -114,6 +130,10 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
             pa.field("content_hash", pa.string(), nullable=False),
             pa.field("scorer_version", pa.string()),
             pa.field("event_time_ms", pa.int64(), nullable=False),
+            pa.field("valid_from_ms", pa.int64(), nullable=False),
+            pa.field("valid_until_ms", pa.int64()),
+            pa.field("supersedes", pa.string()),
+            pa.field("superseded_by", pa.string()),
         ]
     )
     table = pa.Table.from_pylist(rows, schema=schema)

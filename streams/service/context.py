@@ -6,6 +6,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agents.dedupe import normalize_text
+from agents.summarizing.extractive import HIGHLIGHT_CHARS
+
+SUPERSEDED_MARK = "[superseded]"
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,9 @@ class Piece:
     source_ids: tuple[str, ...]
     similarity: float | None = None
     tokens: int = 0
+    valid_from: int | None = None  # memories: when first stated (epoch ms)
+    valid_until: int | None = None  # superseded memories: when the value changed
+    superseded_ids: tuple[str, ...] = ()  # summaries: superseded memories they draw on
 
 
 def pack(
@@ -39,6 +45,30 @@ def pack(
         seen_ids.add(piece.id)
         seen_texts.add(norm)
         packed.append(Piece(piece.kind, piece.id, piece.text, piece.source_ids,
-                            piece.similarity, tokens))
+                            piece.similarity, tokens, piece.valid_from, piece.valid_until,
+                            piece.superseded_ids))
         used += tokens
     return packed, used
+
+
+def mark_superseded(summary: str, superseded: Iterable[str], *, drop: bool) -> str:
+    """The summary with its highlight lines that quote a superseded memory's text dropped
+    (``drop``) or marked ``[superseded]``: a summary is derived from events, and an event
+    may state a value that has changed since."""
+    quoted = {_clipped(t) for t in superseded if t.strip()}
+    if not quoted:
+        return summary
+    lines = []
+    for line in summary.split("\n"):
+        if line.startswith("- ") and any(line[2:].startswith(q) for q in quoted):
+            if drop:
+                continue
+            line = f"- {SUPERSEDED_MARK} {line[2:]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _clipped(text: str) -> str:
+    """A memory text as a summary highlight quotes it (see agents/summarizing/extractive)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= HIGHLIGHT_CHARS else flat[: HIGHLIGHT_CHARS - 1] + "…"

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from streams.service.consistency import MAX_TOKEN_CHARS, BadToken, NotCaughtUp, TooManyWaiters
-from streams.service.context import Piece, pack
+from streams.service.context import Piece, mark_superseded, pack
 from streams.service.core import ReadService
 from streams.service.errors import shown, validation_error
 from streams.service.guard import RequestGuard
@@ -105,10 +105,27 @@ class RecallRequest(_Request):
     min_similarity: Similarity = 0.0
     filters: Filters | None = None
     consistency_token: ConsistencyToken | None = None
+    include_history: bool = Field(
+        False, description="also return, under each hit, the older values it superseded"
+    )
+
+
+class PastValue(BaseModel):
+    """A memory whose value was superseded, with the interval in which it held."""
+
+    memory_id: str
+    text: str
+    valid_from: int = Field(..., description="epoch milliseconds: when it was first stated")
+    valid_until: int | None = Field(..., description="epoch milliseconds: when it changed")
+    superseded_by: str | None
+    occurrence_count: int
+    source_event_ids: list[str]
+    session_id: str
+    kind: str
 
 
 class RecallHit(BaseModel):
-    """One recalled memory."""
+    """One recalled memory (always a current one: superseded values come only as history)."""
 
     memory_id: str
     text: str
@@ -119,6 +136,11 @@ class RecallHit(BaseModel):
     session_id: str
     kind: str
     event_time: int = Field(..., description="epoch milliseconds")
+    valid_from: int = Field(..., description="epoch milliseconds: when it was first stated")
+    valid_until: int | None = Field(None, description="always null: a hit is current")
+    supersedes: str | None = Field(None, description="memory id of the value it replaced")
+    history: list[PastValue] | None = Field(
+        None, description="with include_history: the values it superseded, newest first")
 
 
 class RecallResponse(BaseModel):
@@ -138,17 +160,26 @@ class ContextRequest(_Request):
     max_summaries: int = Field(3, ge=0, le=50)
     min_similarity: Similarity = 0.0
     consistency_token: ConsistencyToken | None = None
+    include_history: bool = Field(
+        False, description="after each memory, the older values it superseded "
+                           "(type superseded_memory, with valid_from/valid_until)")
 
 
 class ContextPiece(BaseModel):
     """A summary or a memory, with the event ids behind it."""
 
-    type: str
+    type: str = Field(..., description="summary, memory or superseded_memory")
     id: str
     text: str
     tokens: int
     source_ids: list[str]
     similarity: float | None = None
+    valid_from: int | None = Field(None, description="memories: epoch ms first stated")
+    valid_until: int | None = Field(None, description="superseded memories: epoch ms changed")
+    superseded_memory_ids: list[str] | None = Field(
+        None, description="summaries: superseded memories their events stated; the highlight "
+                          "lines quoting them are left out (marked [superseded] with "
+                          "include_history)")
 
 
 class ContextResponse(BaseModel):
@@ -174,6 +205,10 @@ class Memory(BaseModel):
     source_event_ids: list[str]
     model_id: str
     scorer_version: str | None
+    valid_from: int
+    supersedes: str | None
+    superseded_by: str | None
+    superseded_at: int | None
 
 
 class Identity(BaseModel):
@@ -284,7 +319,8 @@ def create_app(service: ReadService) -> FastAPI:
         found = service.replica.get(tenant, memory_id)
         if found is None:
             raise HTTPException(404, f"no memory {shown(memory_id)}")
-        return Memory(**{k: found[k] for k in Memory.model_fields})
+        found["valid_from"] = _valid_from(found)
+        return Memory.model_validate({k: found.get(k) for k in Memory.model_fields})
 
     @app.delete("/v1/memories/{memory_id}", response_model=Deleted,
                 responses={**_V1, **_responses(404), 202: {
@@ -330,30 +366,41 @@ def create_app(service: ReadService) -> FastAPI:
 def _recall(service: ReadService, body: RecallRequest, tenant: str) -> RecallResponse:
     vector = service.embed_query(body.query)
     hits = service.replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity,
-                                  filters=_filters(body.filters))
+                                  filters=_filters(body.filters),
+                                  include_history=body.include_history)
     return RecallResponse(
-        hits=[RecallHit(similarity=h.similarity, **_hit_fields(h.memory)) for h in hits],
+        hits=[RecallHit(similarity=h.similarity, **_hit_fields(h.memory),
+                        history=None if h.history is None
+                        else [_past_value(m) for m in h.history])
+              for h in hits],
         model_id=service.replica.model_id)
 
 
 def _context(service: ReadService, body: ContextRequest, tenant: str) -> ContextResponse:
     replica = service.replica
     candidates = [
-        Piece("summary", s["summary_id"], s["text"], tuple(s["event_ids"]))
+        _summary_piece(replica.superseded_among(tenant, s["event_ids"]), s,
+                       drop=not body.include_history)
         for s in replica.latest_summaries(tenant, body.session_id, body.max_summaries)
     ]
+    found: list[tuple[dict[str, Any], float | None]] = []
     if body.query and body.k:
         vector = service.embed_query(body.query)
         hits = replica.recall(tenant, vector, k=body.k, min_similarity=body.min_similarity)
-        candidates += [Piece("memory", h.memory["memory_id"], h.memory["text"],
-                             tuple(h.memory["source_event_ids"]), h.similarity) for h in hits]
+        found = [(h.memory, h.similarity) for h in hits]
     elif body.k:
-        candidates += [Piece("memory", m["memory_id"], m["text"], tuple(m["source_event_ids"]))
-                       for m in replica.session_memories(tenant, body.session_id)[: body.k]]
+        found = [(m, None) for m in replica.session_memories(tenant, body.session_id)[: body.k]]
+    for memory, similarity in found:
+        candidates.append(_memory_piece("memory", memory, similarity))
+        if body.include_history:
+            candidates += [_memory_piece("superseded_memory", m, None)
+                           for m in replica.predecessors(tenant, memory)]
     pieces, used = pack(candidates, body.token_budget, service.embedder.count_tokens)
     return ContextResponse(
         pieces=[ContextPiece(type=p.kind, id=p.id, text=p.text, tokens=p.tokens,
-                             source_ids=list(p.source_ids), similarity=p.similarity)
+                             source_ids=list(p.source_ids), similarity=p.similarity,
+                             valid_from=p.valid_from, valid_until=p.valid_until,
+                             superseded_memory_ids=list(p.superseded_ids) or None)
                 for p in pieces],
         tokens_used=used, token_budget=body.token_budget, model_id=replica.model_id)
 
@@ -378,4 +425,29 @@ def _filters(f: Filters | None) -> RecallFilters:
 def _hit_fields(m: dict[str, Any]) -> dict[str, Any]:
     names = ("memory_id", "text", "value", "occurrence_count", "source_event_ids", "session_id",
              "kind", "event_time")
-    return {n: m[n] for n in names}
+    return {**{n: m[n] for n in names}, "valid_from": _valid_from(m),
+            "supersedes": m.get("supersedes")}
+
+
+def _valid_from(m: dict[str, Any]) -> int:
+    """When the memory's statement was first made (records before memory-2: its event time)."""
+    return int(m.get("valid_from") or m["event_time"])
+
+
+def _past_value(m: dict[str, Any]) -> PastValue:
+    return PastValue(memory_id=m["memory_id"], text=m["text"], valid_from=_valid_from(m),
+                     valid_until=m.get("superseded_at"), superseded_by=m.get("superseded_by"),
+                     occurrence_count=m["occurrence_count"],
+                     source_event_ids=list(m["source_event_ids"]), session_id=m["session_id"],
+                     kind=m["kind"])
+
+
+def _summary_piece(superseded: list[dict[str, Any]], s: dict[str, Any], *, drop: bool) -> Piece:
+    text = mark_superseded(s["text"], [m["text"] for m in superseded], drop=drop)
+    return Piece("summary", s["summary_id"], text, tuple(s["event_ids"]),
+                 superseded_ids=tuple(m["memory_id"] for m in superseded))
+
+
+def _memory_piece(kind: str, m: dict[str, Any], similarity: float | None) -> Piece:
+    return Piece(kind, m["memory_id"], m["text"], tuple(m["source_event_ids"]), similarity,
+                 valid_from=_valid_from(m), valid_until=m.get("superseded_at"))

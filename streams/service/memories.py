@@ -26,13 +26,19 @@ class RecallFilters:
         return self == RecallFilters()
 
 
+# How far back a memory's chain of superseded values is followed at most.
+MAX_HISTORY = 50
+
+
 class TenantMemories:
-    """A tenant's live memories by id, with the columns recall filters on."""
+    """A tenant's live memories by id, with the columns recall filters on, and the memories
+    whose value was superseded (``history``: metadata only, never searched)."""
 
     def __init__(self, tenant: str, dimension: int, policy: IndexPolicy) -> None:
         self.tenant = tenant
         self.vectors = TenantVectors(dimension, policy)
         self.meta: dict[str, dict[str, Any]] = {}
+        self.history: dict[str, dict[str, Any]] = {}
         self.row_of: dict[str, int] = {}
         self.id_of_row: list[str] = []
         self.codes: dict[str, int] = {}
@@ -54,6 +60,7 @@ class TenantMemories:
         row is reserved at once and written with the next ones in one block (``settle``),
         so a rebuild pays one numpy copy per batch, not one per memory."""
         memory_id = record["memory_id"]
+        self.history.pop(memory_id, None)
         row = self.row_of.get(memory_id)
         if row is None:
             self.row_of[memory_id] = self.vectors.rows + len(self._pending)
@@ -94,9 +101,29 @@ class TenantMemories:
             np.nan if r.get("value") is None else r["value"] for _, r in pending
         ]
 
+    def supersede(self, record: dict[str, Any]) -> None:
+        """Move a memory whose value was superseded out of search, into ``history``."""
+        self.remove(record["memory_id"])
+        self.history[record["memory_id"]] = record
+
+    def predecessors(self, memory: dict[str, Any]) -> list[dict[str, Any]]:
+        """The superseded values before ``memory``, newest first (its ``supersedes`` chain)."""
+        chain: list[dict[str, Any]] = []
+        seen = {memory["memory_id"]}
+        previous = memory.get("supersedes")
+        while previous and previous not in seen and len(chain) < MAX_HISTORY:
+            found = self.history.get(previous)
+            if found is None:
+                break  # deleted, or compacted away
+            chain.append(found)
+            seen.add(previous)
+            previous = found.get("supersedes")
+        return chain
+
     def remove(self, memory_id: str) -> bool:
         """Forget a memory (its row stays, dead); return whether it was live."""
         self.settle()
+        self.history.pop(memory_id, None)
         row = self.row_of.pop(memory_id, None)
         if row is None:
             return False
@@ -173,8 +200,10 @@ class TenantMemories:
         }
 
     def restore(self, arrays: dict[str, np.ndarray], id_of_row: list[str],
-                codes: dict[str, int], meta: dict[str, dict[str, Any]]) -> None:
-        """Load the state ``arrays``/``id_of_row``/``codes``/``meta`` describe (a snapshot)."""
+                codes: dict[str, int], meta: dict[str, dict[str, Any]],
+                history: dict[str, dict[str, Any]] | None = None) -> None:
+        """Load the state ``arrays``/``id_of_row``/``codes``/``meta``/``history`` describe
+        (a snapshot; snapshots written before supersession have no history)."""
         v = self.vectors
         v.matrix = np.ascontiguousarray(arrays["matrix"], dtype=np.float32)
         v.alive = np.array(arrays["alive"], dtype=bool)
@@ -189,6 +218,7 @@ class TenantMemories:
         self.id_of_row = list(id_of_row)
         self.codes = dict(codes)
         self.meta = meta
+        self.history = history or {}
         self._pending = []
         self.row_of = {}
         for row in np.flatnonzero(v.alive):

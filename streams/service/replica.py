@@ -33,6 +33,8 @@ class Hit:
 
     memory: dict[str, Any]
     similarity: float
+    # With ``include_history``: the superseded values before it, newest first.
+    history: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -85,6 +87,9 @@ class Replica:
         m.pop("merges", None)
         if type(m["event_time"]) is not int:
             _plain(m)
+        if m.get("superseded_by"):
+            shard.supersede(m)  # out of search; kept as history of the memory that replaced it
+            return
         # Little-endian float32 bytes as stored: the index copies them into its rows.
         shard.upsert(m, embedding)
 
@@ -120,23 +125,47 @@ class Replica:
         k: int,
         min_similarity: float = -1.0,
         filters: RecallFilters | None = None,
+        include_history: bool = False,
     ) -> list[Hit]:
-        """The tenant's ``k`` memories most similar to ``query``; never another tenant's."""
+        """The tenant's ``k`` current memories most similar to ``query``; never another
+        tenant's. With ``include_history`` each hit carries the values it superseded."""
         with self.lock:
             shard = self.tenants.get(tenant)
             if shard is None:
                 return []
             found = shard.search(query, k, filters or RecallFilters())
             return [
-                Hit(dict(shard.meta[mid]), score) for mid, score in found if score >= min_similarity
+                Hit(dict(shard.meta[mid]), score,
+                    [dict(m) for m in shard.predecessors(shard.meta[mid])]
+                    if include_history else None)
+                for mid, score in found if score >= min_similarity
             ]
 
     def get(self, tenant: str, memory_id: str) -> dict[str, Any] | None:
-        """One of the tenant's live memories, or None (also for another tenant's id)."""
+        """One of the tenant's memories, current or superseded, or None (also for another
+        tenant's id)."""
         with self.lock:
             shard = self.tenants.get(tenant)
-            found = shard.meta.get(memory_id) if shard is not None else None
+            if shard is None:
+                return None
+            found = shard.meta.get(memory_id) or shard.history.get(memory_id)
             return dict(found) if found is not None else None
+
+    def superseded_among(self, tenant: str, event_ids: list[str]) -> list[dict[str, Any]]:
+        """The tenant's superseded memories that any of ``event_ids`` went into."""
+        wanted = set(event_ids)
+        with self.lock:
+            shard = self.tenants.get(tenant)
+            if shard is None or not shard.history or not wanted:
+                return []
+            return [dict(m) for _, m in sorted(shard.history.items())
+                    if wanted.intersection(m["source_event_ids"])]
+
+    def predecessors(self, tenant: str, memory: dict[str, Any]) -> list[dict[str, Any]]:
+        """The superseded values before ``memory``, newest first."""
+        with self.lock:
+            shard = self.tenants.get(tenant)
+            return [dict(m) for m in shard.predecessors(memory)] if shard else []
 
     def session_memories(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
         """The tenant's memories first seen in ``session_id``, newest first."""

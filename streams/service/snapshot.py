@@ -118,7 +118,7 @@ class SnapshotStore:
                 loaded = {k: arrays[k] for k in arrays.files}
             loaded["matrix"] = np.load(current / f"{entry['file']}.npy")
             side = _read_msgpack(current / f"{entry['file']}.msgpack")
-            shard.restore(loaded, side["ids"], side["codes"], side["meta"])
+            shard.restore(loaded, side["ids"], side["codes"], side["meta"], side.get("history"))
             if entry["hnsw"]:
                 shard.vectors.ann = faiss.read_index(str(current / f"{entry['file']}.hnsw"))
                 shard.vectors.ann.hnsw.efSearch = policy.hnsw_ef_search
@@ -190,7 +190,8 @@ def write_part(tmp: Path, replica: Replica, prefix: str) -> dict[str, Any]:
                 faiss.write_index(shard.vectors.ann, str(tmp / f"{file}.hnsw"))
                 synced.append(syncer.submit(_fsync_path, tmp / f"{file}.hnsw"))
             (tmp / f"{file}.msgpack").write_bytes(msgpack.packb(
-                {"ids": shard.id_of_row, "codes": shard.codes, "meta": shard.meta}))
+                {"ids": shard.id_of_row, "codes": shard.codes, "meta": shard.meta,
+                 "history": shard.history}))
             synced.append(syncer.submit(_fsync_path, tmp / f"{file}.msgpack"))
             tenants.append({"tenant": name, "file": file, "memories": len(shard),
                             "hnsw": shard.vectors.ann is not None})

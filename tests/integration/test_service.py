@@ -260,3 +260,41 @@ def test_a_model_that_does_not_load_leaves_the_service_live_but_not_ready(
         service.stop()
     # Without its model the replica writes no snapshot over the real model's.
     assert not (service.data_dir / "CURRENT").exists()
+
+
+def test_a_changed_fact_supersedes_and_history_keeps_both_with_intervals(
+    live: tuple[Settings, Service]
+) -> None:
+    settings, service = live
+    friday, tuesday = "The auth service deploys on Friday.", "The auth service deploys on Tuesday."
+    first = send(settings, "acme", friday, session="deploys")
+    with MemoryClient(service.url, "tok-acme", timeout_s=60) as acme:
+        assert acme.recall(friday, k=1, consistency_token=first.consistency_token)[0][
+            "text"] == friday
+        second = send(settings, "acme", tuesday, session="deploys")
+        hits = acme.recall("When does the auth service deploy?", k=5,
+                           consistency_token=second.consistency_token)
+        old_id, new_id = memory_id("acme", friday), memory_id("acme", tuesday)
+        assert hits[0]["memory_id"] == new_id and hits[0]["text"] == tuesday
+        assert old_id not in {h["memory_id"] for h in hits}
+        assert (hits[0]["supersedes"], hits[0]["valid_until"]) == (old_id, None)
+
+        (top, *_rest) = acme.recall("When does the auth service deploy?", k=5,
+                                    include_history=True)
+        (past,) = top["history"]
+        assert (past["memory_id"], past["text"], past["superseded_by"]) == (
+            old_id, friday, new_id)
+        assert past["valid_from"] < past["valid_until"] == top["valid_from"]
+        assert acme.get(old_id)["superseded_by"] == new_id
+
+        pieces = acme.context("deploys", "auth service deploy day", include_history=True)[
+            "pieces"]
+        texts = [(p["type"], p["text"]) for p in pieces if p["type"] != "summary"]
+        assert texts[:2] == [("memory", tuesday), ("superseded_memory", friday)]
+        current = acme.context("deploys", "auth service deploy day")["pieces"]
+        assert friday not in [p["text"] for p in current if p["type"] != "summary"]
+    # In the log: the old memory's last record says what superseded it, and when.
+    records = [r.value for r in read_topic(settings, "memories.v1")
+               if r.key == f"acme:{old_id}" and r.value]
+    assert records[-1]["superseded_by"] == new_id
+    assert records[-1]["superseded_at"] == records[-1]["event_time"]

@@ -177,7 +177,12 @@ def test_replay_from_a_mid_offset_reproduces_byte_identical_memories(
     finally:
         assert stop_worker(worker) == 0
     original = [(p, k, v) for p, o, k, v in raw_memories(settings) if o >= memories_mid[p]]
-    assert len(original) == len(second_events)
+    # One record per event, plus one more per supersession: the same food baked at another
+    # temperature is a changed value ("at 150 degrees" -> "at 210 degrees").
+    codec = AvroCodec(registry_client(settings))
+    superseded = [codec.decode(v)["superseded_by"] for _p, _k, v in original if v is not None]
+    assert len(original) == len(second_events) + sum(s is not None for s in superseded)
+    assert any(s is not None for s in superseded)
     memories_before = _ends(settings, "memories.v1")
 
     deadline = time.monotonic() + 60  # a static member stays until its session times out
@@ -206,7 +211,6 @@ def test_replay_from_a_mid_offset_reproduces_byte_identical_memories(
     # inference pads each batch to its longest text, so the last bits of a vector depend on
     # which texts shared its batch. Those must agree to float tolerance.
     assert [(p, k) for p, k, _v in replayed] == [(p, k) for p, k, _v in original]
-    codec = AvroCodec(registry_client(settings))
     for (_p, key, new), (_p2, _k2, old) in zip(replayed, original, strict=True):
         a, b = codec.decode(new), codec.decode(old)
         assert np.allclose(np.frombuffer(a.pop("embedding"), np.float32),

@@ -32,6 +32,7 @@ EXPECTED_FILES = {
     "transcript-1.avsc",
     "scored-1.avsc",
     "memory-1.avsc",
+    "memory-2.avsc",
     "summary-1.avsc",
     "deadletter-1.avsc",
 }
@@ -304,6 +305,47 @@ def test_telemetry_v2_record_reads_with_v1_reader_and_drops_new_fields() -> None
     decoded = _roundtrip(record, writer=v2, reader=v1)
 
     assert decoded == TELEMETRY_EVENT
+
+
+MEMORY_RECORD: dict[str, Any] = {
+    "tenant": "acme", "memory_id": "m-1", "event_id": "e-1",
+    "event_time": datetime(2026, 12, 1, tzinfo=UTC), "session_id": "s-1", "kind": "QUERY",
+    "text": "The auth service deploys on Friday.", "content_hash": "h", "embedding": b"\x00" * 8,
+    "model_id": "m", "dimension": 2, "value": None, "confidence": 0.0, "occurrence_count": 1,
+    "source_event_ids": ["e-1"], "merges": [], "deleted": False, "scorer_version": None,
+}
+SUPERSESSION = {"valid_from": None, "supersedes": None, "superseded_by": None,
+                "superseded_at": None}
+
+
+def test_memory_v2_only_adds_optional_supersession_fields_to_v1() -> None:
+    v1 = _schema(SCHEMA_DIR / "memory-1.avsc")
+    v2 = _schema(SCHEMA_DIR / "memory-2.avsc")
+    names = [f["name"] for f in v1["fields"]]
+    assert [f["name"] for f in v2["fields"]][: len(names)] == names
+    added = v2["fields"][len(names) :]
+    assert [f["name"] for f in added] == list(SUPERSESSION)
+    assert all(f["default"] is None and f["type"][0] == "null" for f in added)
+
+
+def test_memory_v1_record_reads_with_v2_reader_as_current() -> None:
+    v1 = _schema(SCHEMA_DIR / "memory-1.avsc")
+    v2 = _schema(SCHEMA_DIR / "memory-2.avsc")
+
+    decoded = _roundtrip(MEMORY_RECORD, writer=v1, reader=v2)
+
+    assert decoded == {**MEMORY_RECORD, **SUPERSESSION}
+
+
+def test_memory_v2_superseded_record_reads_with_v1_reader_and_drops_the_relation() -> None:
+    v1 = _schema(SCHEMA_DIR / "memory-1.avsc")
+    v2 = _schema(SCHEMA_DIR / "memory-2.avsc")
+    changed = datetime(2026, 12, 2, tzinfo=UTC)
+    record = {**MEMORY_RECORD, "valid_from": datetime(2026, 12, 1, tzinfo=UTC),
+              "supersedes": None, "superseded_by": "m-2", "superseded_at": changed}
+
+    assert _roundtrip(record, writer=v2, reader=v2) == record
+    assert _roundtrip(record, writer=v2, reader=v1) == MEMORY_RECORD
 
 
 def test_version_gap_raises_schema_error_naming_the_subject(tmp_path: Path) -> None:

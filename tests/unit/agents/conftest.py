@@ -59,13 +59,18 @@ def score_agent_factory() -> Callable[..., ScoreAgent]:
 def memorize_agent_factory(embedder: SentenceTransformerEmbedder) -> Callable[..., MemorizeAgent]:
     """A memorize agent on the real embedder (default threshold 0.9) with its own metrics."""
 
-    def make(*, threshold: float = 0.9, max_text_chars: int = 32_000) -> MemorizeAgent:
+    def make(
+        *, threshold: float = 0.9, max_text_chars: int = 32_000,
+        supersede_threshold: float = 0.85, same_frame_threshold: float = 0.5,
+    ) -> MemorizeAgent:
         return MemorizeAgent(
             embedder,
             threshold=threshold,
             max_text_chars=max_text_chars,
             embed_batch_size=64,
             metrics=WorkerMetrics(),
+            supersede_threshold=supersede_threshold,
+            same_frame_threshold=same_frame_threshold,
         )
 
     return make

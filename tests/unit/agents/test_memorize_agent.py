@@ -81,6 +81,10 @@ def test_new_content_becomes_a_memory(agent: MemorizeAgent, ctx: RecordingBatchC
         "merges": [],
         "deleted": False,
         "scorer_version": "value-scorer/1",
+        "valid_from": 1_700_000_000_000,
+        "supersedes": None,
+        "superseded_by": None,
+        "superseded_at": None,
     }
     vector = vector_from_bytes(embedding, 384)
     assert float(vector @ vector) == pytest.approx(1.0, abs=1e-5)

@@ -43,6 +43,24 @@ def test_threshold_and_unknown_filtering() -> None:
         "m1", "m2", "m5", "m3"], "unknown values are excluded by default"
 
 
+def test_superseded_memories_are_left_out_unless_asked_for() -> None:
+    changed = datetime(2026, 11, 2, tzinfo=UTC)
+    memories = [
+        memory("old", 0.9, superseded_by="new", superseded_at=changed,
+               valid_from=datetime(2026, 11, 1, tzinfo=UTC)),
+        memory("new", 0.9, supersedes="old", valid_from=changed, when=changed),
+    ]
+    (current,) = dataset_rows(memories, RowFilter())
+    assert (current["memory_id"], current["supersedes"], current["valid_until_ms"]) == (
+        "new", "old", None)
+    assert current["valid_from_ms"] == int(changed.timestamp() * 1000)
+    both = dataset_rows(memories, RowFilter(include_superseded=True))
+    old = next(r for r in both if r["memory_id"] == "old")
+    assert (old["superseded_by"], old["valid_until_ms"]) == (
+        "new", int(changed.timestamp() * 1000))
+    assert RowFilter(include_superseded=True).describe()["include_superseded"] is True
+
+
 def test_since_filter_and_row_shape() -> None:
     since = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)
     rows = dataset_rows(MEMORIES, RowFilter(since_ms=since))

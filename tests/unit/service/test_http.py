@@ -61,6 +61,7 @@ def test_context_packs_summaries_then_memories_within_budget(client: TestClient)
     assert ctx["pieces"][0] == {
         "type": "summary", "id": "sum-1", "text": "the session was about keys",
         "tokens": 5, "source_ids": ["e1", "e4"], "similarity": None,
+        "valid_from": None, "valid_until": None, "superseded_memory_ids": None,
     }
     assert ctx["pieces"][1]["id"] == "acme-m4" and ctx["pieces"][1]["source_ids"] == ["e4"]
     assert ctx["tokens_used"] <= 12
