@@ -14,8 +14,7 @@ from streams.service.http import create_app
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
 from streams.service.vectors import IndexPolicy
-from tests.unit.service.conftest import DIM, MODEL, unit
-from tests.unit.service.test_http import ACME, _service
+from tests.unit.service.conftest import ACME, DIM, MODEL, unit
 
 TOPICS = {"memories.v1": "memories.v1", "summaries.v1": "summaries.v1"}
 T0, T1, T2 = 1_000_000, 2_000_000, 3_000_000
@@ -112,9 +111,9 @@ class ChainEmbedder:
 
 
 def test_http_recall_and_context_current_by_default_history_with_intervals(
-    replica_factory: Any, memory_factory: Any
+    memory_factory: Any, service_factory: Any
 ) -> None:
-    service = _service(replica_factory, memory_factory, ChainEmbedder(), None)
+    service = service_factory(ChainEmbedder())
     apply_all(service.replica, chain(memory_factory))
     client = TestClient(create_app(service))
 
@@ -143,9 +142,9 @@ def test_http_recall_and_context_current_by_default_history_with_intervals(
 
 
 def test_a_summary_quoting_a_superseded_value_drops_or_marks_that_highlight(
-    replica_factory: Any, memory_factory: Any
+    memory_factory: Any, service_factory: Any
 ) -> None:
-    service = _service(replica_factory, memory_factory, ChainEmbedder(), None)
+    service = service_factory(ChainEmbedder())
     records = chain(memory_factory)  # Friday's event is e101, Tuesday's e102
     apply_all(service.replica, records)
     text = ("Session s1: 3 events.\nHighlights:\n- deploys on Friday (unrated)\n"
