@@ -22,7 +22,7 @@ from agents.models.index import TenantIndexes
 from agents.score import SEP, to_millis
 from streams.observability import WorkerMetrics
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess, fault_point
-from streams.topics import DELETION_HEADER
+from streams.topics import memory_key
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +34,10 @@ class MemorizeAgent:
     """Turns scored events into memories, merging exact and near duplicates."""
 
     name = "memorize"
-    # memories.v1 too: a deletion (a deleted=true record the read service wrote) must reach
-    # the stores, or a repeat of the content would bring the memory back. Its own records
-    # come back through it as well, and are ignored.
-    inputs = ("scored.v1", "memories.v1")
-    # ...of memories.v1 only the deletions, which carry this header; the runtime skips the
-    # rest without decoding them.
-    required_headers = {"memories.v1": DELETION_HEADER}
+    # commands.v1: the users' deletes (written by the read service), co-partitioned with
+    # scored.v1 and applied in the same transactions, so memorize is the only writer of
+    # memories.v1 and never reads it back.
+    inputs = ("scored.v1", "commands.v1")
     stores = ("content", "memories")
 
     def __init__(
@@ -88,10 +85,10 @@ class MemorizeAgent:
         )
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
-        """Apply deletions, dedupe exactly, embed what is new (one batch), then merge or
+        """Apply deletes, dedupe exactly, embed what is new (one batch), then merge or
         create in order."""
         for record in records:
-            if record.topic == "memories.v1" and record.value["deleted"]:
+            if record.topic == "commands.v1" and record.value["action"] == "DELETE":
                 self._delete(record, ctx)
         records = [r for r in records if r.topic == "scored.v1"]
         valid = [r for r in records if self._acceptable(r, ctx)]
@@ -105,8 +102,8 @@ class MemorizeAgent:
     def _delete(self, record: InputRecord, ctx: BatchContext) -> None:
         """Mark the memory deleted for good: its text and vector go, its count stays, and
         later repeats of its content are counted into it without bringing it back. A
-        deletion that arrives before the memory exists (a replay) leaves a deleted marker
-        that the memory is created into."""
+        delete that arrives before the memory exists (a replay reads commands.v1 from its
+        start) leaves a deleted marker that the memory is created into."""
         v = record.value
         tenant, mid = v["tenant"], v["memory_id"]
         memories = ctx.store("memories", record.partition)
@@ -115,12 +112,26 @@ class MemorizeAgent:
         if memory is not None and memory["deleted"]:
             return
         if memory is None:
-            memory = {**v, "event_time": to_millis(v["event_time"]), "occurrence_count": 0,
-                      "source_event_ids": [], "merges": []}
-        memory.update(text="", content_hash="", embedding=b"", dimension=0, deleted=True)
+            memory = self._marker(v)
+        # The content goes: text, hash and vector are blanked, value and merges too; the
+        # count stays (`memstream stats` balances with it) and so do the source event ids.
+        memory.update(text="", content_hash="", embedding=b"", dimension=0, deleted=True,
+                      value=None, confidence=0.0, merges=[], event_id=v["event_id"],
+                      event_time=max(memory["event_time"], to_millis(v["event_time"])))
         self.indexes.remove(tenant, mid)
         self._save(memory, memories, ctx)
         logger.info("memory %s of tenant %s deleted", mid, tenant)
+
+    def _marker(self, command: dict[str, Any]) -> dict[str, Any]:
+        """A deleted memory that has not been seen yet."""
+        return {
+            "tenant": command["tenant"], "memory_id": command["memory_id"],
+            "event_id": command["event_id"], "event_time": to_millis(command["event_time"]),
+            "session_id": "", "kind": "", "text": "", "content_hash": "", "embedding": b"",
+            "model_id": self.embedder.model_id, "dimension": 0, "value": None,
+            "confidence": 0.0, "occurrence_count": 0, "source_event_ids": [], "merges": [],
+            "deleted": True, "scorer_version": None,
+        }
 
     def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:
         text = record.value["text"]
@@ -263,4 +274,4 @@ class MemorizeAgent:
     def _save(memory: dict[str, Any], memories: Any, ctx: BatchContext) -> None:
         tenant = memory["tenant"]
         memories.put(f"{tenant}{SEP}{memory['memory_id']}", memory)
-        ctx.send("memories.v1", memory, key=f"{tenant}:{memory['memory_id']}")
+        ctx.send("memories.v1", memory, key=memory_key(tenant, memory["memory_id"]))

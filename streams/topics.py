@@ -68,6 +68,16 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec("scored.v1", "scored", "tenant", "tenant", "delete", retention_ms=90 * DAY_MS),
     TopicSpec(
+        "commands.v1",
+        "command",
+        "tenant + memory id (partitioned by tenant)",
+        "tenant",
+        # Compacted, kept forever: a replay re-applies every delete from here, so a delete
+        # must outlive the source topics it undoes; the latest command per memory wins.
+        "compact",
+        extra_config={"delete.retention.ms": str(7 * DAY_MS)},
+    ),
+    TopicSpec(
         "memories.v1",
         "memory",
         "tenant + memory id (partitioned by tenant)",
@@ -113,6 +123,7 @@ def voice_audio_limit() -> int:
     """Largest audio payload (bytes) the SDK accepts: the topic limit less the envelope."""
     return TOPICS_BY_BASE["voice.v1"].max_message_bytes - VOICE_ENVELOPE_BYTES
 
-# The Kafka header that marks a deleted=true memories.v1 record written by a deletion
-# request (the read service's DELETE); the memorize agent reads only those records back.
-DELETION_HEADER = "memstream-deletion"
+def memory_key(tenant: str, memory_id: str) -> str:
+    """The message key of a memory on memories.v1 and of a command about it on commands.v1
+    (the compaction key; the partition comes from the tenant alone)."""
+    return f"{tenant}:{memory_id}"

@@ -221,7 +221,7 @@ def create_app(service: ReadService) -> FastAPI:
         found = service.replica.get(tenant, memory_id)
         if found is None:
             raise HTTPException(404, f"no memory {memory_id}")
-        token = service.tombstones.delete(tenant, found)
+        token = service.commands.delete(tenant, found)
         applied = True
         try:
             service.gate.wait(parse_token(token, service.settings.topic_prefix))

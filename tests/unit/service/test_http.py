@@ -49,7 +49,7 @@ class FakeGate:
         self.waited = positions
 
 
-class FakeTombstones:
+class FakeCommands:
     def __init__(self, replica: Any, memory_factory: Any) -> None:
         self.replica, self.make = replica, memory_factory
 
@@ -57,7 +57,7 @@ class FakeTombstones:
         n = int(memory["memory_id"].rsplit("m", 1)[1])
         with self.replica.lock:
             self.replica.apply("memories.v1", 0, 999, self.make(tenant, n, deleted=True))
-        return "memories.v1:0:999"
+        return "commands.v1:0:999"
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def _service(replica_factory: Any, memory_factory: Any, embedder: Any,
     return ReadService(
         load_settings(), replica, FakeFeed(), FakeGate(), embedder,  # type: ignore[arg-type]
         TokenTable.parse("tok-acme=acme,tok-globex=globex"), ServiceMetrics(),
-        FakeTombstones(replica, memory_factory), model_error,  # type: ignore[arg-type]
+        FakeCommands(replica, memory_factory), model_error,  # type: ignore[arg-type]
     )
 
 
