@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 
 # A memory lists at most this many source ids and merges (its count keeps growing).
 MAX_SOURCES = 1000
+# Content-store keys of the events a delete took with it (see ``_delete``).
+FORGOTTEN_EVENT = f"\x01forgotten{SEP}"
+
+
+def forgotten_event_key(tenant: str, event_id: str) -> str:
+    """The content-store key that sends event ``event_id`` into a deleted memory."""
+    return f"{FORGOTTEN_EVENT}{tenant}{SEP}{event_id}"
 
 
 class MemorizeAgent:
@@ -113,10 +120,18 @@ class MemorizeAgent:
             return
         if memory is None:
             memory = self._marker(v)
-        # The content goes: text, hash and vector are blanked, value and merges too; the
-        # count stays (`memstream stats` balances with it) and so do the source event ids.
+        # The events it took with it (near duplicates too) stay with it: a replay that reads
+        # this delete before them counts them into it instead of making new memories.
+        content = ctx.store("content", record.partition)
+        for event_id in dict.fromkeys([*v["source_event_ids"], *memory["source_event_ids"]]):
+            content.put(forgotten_event_key(tenant, event_id), {"memory_id": mid})
+        # The content goes: text, hash and vector are blanked, and so is all else that
+        # depends on the order the delete and the events came in (a replay reads the delete
+        # first), so that a replay writes the same record; the count stays (`memstream
+        # stats` balances with it) and so do the source event ids.
         memory.update(text="", content_hash="", embedding=b"", dimension=0, deleted=True,
-                      value=None, confidence=0.0, merges=[], event_id=v["event_id"],
+                      session_id="", kind="", value=None, confidence=0.0, merges=[],
+                      scorer_version=None, event_id=v["event_id"],
                       event_time=max(memory["event_time"], to_millis(v["event_time"])))
         self.indexes.remove(tenant, mid)
         self._save(memory, memories, ctx)
@@ -197,13 +212,24 @@ class MemorizeAgent:
             memory = memories.get(f"{tenant}{SEP}{seen['memory_id']}")
             if memory is None:
                 raise ModelMismatchError(f"content {digest} points at missing memory")
-            if v["event_id"] in memory["source_event_ids"]:
+            if memory["deleted"]:
+                if v["event_id"] not in memory["source_event_ids"]:
+                    self._count_into_deleted(memory, v)
+            elif v["event_id"] in memory["source_event_ids"]:
                 self._update_value(memory, v)  # a re-score of an event already memorized
             else:
                 self._merge(memory, v, similarity=1.0, match="exact")
                 self._exact_duplicates.inc()
             self._save(memory, memories, ctx)
             return
+        gone = content.get(forgotten_event_key(tenant, v["event_id"]))
+        if gone is not None:
+            memory = memories.get(f"{tenant}{SEP}{gone['memory_id']}")
+            if memory is not None and memory["deleted"]:
+                self._count_into_deleted(memory, v)
+                content.put(content_key, {"memory_id": memory["memory_id"], "similarity": 0.0})
+                self._save(memory, memories, ctx)
+                return
         vector = vectors[(tenant, digest)]
         nearest = self.indexes.nearest(tenant, vector, k=1)
         similarity = nearest[0][1] if nearest else 0.0
@@ -218,9 +244,7 @@ class MemorizeAgent:
             memory = memories.get(f"{tenant}{SEP}{mid}")
             if memory is not None and memory["deleted"]:
                 # Deleted before its first occurrence was (re)processed: stays deleted.
-                memory["occurrence_count"] += 1
-                memory["source_event_ids"] = memory["source_event_ids"] + [v["event_id"]]
-                self._update_value(memory, v)
+                self._count_into_deleted(memory, v)
             else:
                 memory = self._new_memory(v, mid, vector)
                 self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
@@ -248,6 +272,13 @@ class MemorizeAgent:
             "deleted": False,
             "scorer_version": v["scorer_version"],
         }
+
+    @staticmethod
+    def _count_into_deleted(memory: dict[str, Any], v: dict[str, Any]) -> None:
+        """Count an event into a deleted memory: it stays deleted, with no value."""
+        memory["occurrence_count"] += 1
+        memory["source_event_ids"] = (memory["source_event_ids"] + [v["event_id"]])[-MAX_SOURCES:]
+        memory["event_time"] = max(memory["event_time"], to_millis(v["event_time"]))
 
     @staticmethod
     def _merge(memory: dict[str, Any], v: dict[str, Any], *, similarity: float, match: str) -> None:

@@ -420,3 +420,42 @@ def test_a_delete_read_before_the_memory_is_replayed_still_holds(
     assert memory["source_event_ids"] == ["e-1"] and memory["text"] == ""
     assert all(m["deleted"] for m in ctx.sent_to("memories.v1"))
     assert all(PASSWORD not in repr(m) for m in ctx.sent_to("memories.v1"))
+
+
+def test_a_replay_that_reads_the_delete_first_writes_the_same_deleted_memory(
+    memorize_agent_factory: MemorizeFactory, batch_ctx_factory: BatchCtxFactory
+) -> None:
+    """The near duplicate merged before the delete stays in it when a replay reads the
+    delete first (it would otherwise become a memory of its own), and the deleted record
+    is byte for byte the one the first run wrote."""
+    secret = "The staging database password is hunter2-prod-7731."
+    near = "Reminder: the staging database password is hunter2-prod-7731."  # cosine 0.98
+    mid = memory_id("acme", secret)
+    events = [scored(secret, event_id="e-1", value=0.5, confidence=0.65),
+              scored(near, event_id="e-3", value=0.9, confidence=0.8),
+              scored(secret, event_id="e-5")]
+    later = [scored(secret, event_id="e-6", value=0.2, confidence=0.5)]
+
+    first, ctx_a = memorize_agent_factory(), batch_ctx_factory("content", "memories")
+    for record in events:
+        first.process([record], ctx_a)
+        ctx_a.commit()
+    merged = stored_memory(ctx_a, mid)
+    assert merged["source_event_ids"] == ["e-1", "e-3", "e-5"], "e-3 merged as a near dup"
+    first.process([_delete(mid, ("e-1", "e-3", "e-5"))], ctx_a)
+    first.process(later, ctx_a)
+    ctx_a.commit()
+
+    replay = memorize_agent_factory()
+    ctx_b = batch_ctx_factory("content", "memories", name="replay")
+    replay.process([_delete(mid, ("e-1", "e-3", "e-5"))], ctx_b)
+    for record in [*events, *later]:
+        replay.process([record], ctx_b)
+        ctx_b.commit()
+    assert all(m["deleted"] for m in ctx_b.sent_to("memories.v1")), "nothing came back"
+    assert stored_memory(ctx_b, mid) == stored_memory(ctx_a, mid)
+    final = stored_memory(ctx_b, mid)
+    assert final["occurrence_count"] == 4 and final["source_event_ids"] == [
+        "e-1", "e-3", "e-5", "e-6"]
+    assert final["event_id"] == "cmd-1" and final["value"] is None and "hunter2" not in repr(
+        final)

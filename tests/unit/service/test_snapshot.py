@@ -86,3 +86,29 @@ def test_parts_sharing_a_tenant_are_refused(replica_factory, tmp_path: Path) -> 
     parts = [write_part(tmp, replica_factory(5), "p0-"), write_part(tmp, replica_factory(5), "p1-")]
     with pytest.raises(ValueError, match="share a tenant"):
         manifest(MODEL, DIM, TOPICS, parts)
+
+
+def test_a_purging_save_leaves_no_older_snapshot_with_a_deleted_memory(
+    replica_factory, memory_factory, tmp_path: Path
+) -> None:
+    replica = replica_factory(50, exact_max=20)  # HNSW: the graph keeps a copy of each row
+    store = SnapshotStore(tmp_path / "snap")
+    doomed = replica.get("acme", "acme-m7")
+    assert doomed is not None
+    row = replica.tenants["acme"].row_of["acme-m7"]
+    marker = replica.tenants["acme"].vectors.matrix[row].tobytes()[:64]  # a copy
+    store.save(replica, TOPICS)
+    store.save(replica, TOPICS)
+    with replica.lock:
+        replica.apply("memories.v1", 0, 10**6, memory_factory("acme", 7, deleted=True))
+    store.save(replica, TOPICS)  # the default keeps the previous one...
+    kept = [p for p in (tmp_path / "snap").iterdir() if p.name.isdigit()]
+    assert len(kept) == 2
+    store.save(replica, TOPICS, keep=1)  # ...a purge does not
+    (only,) = [p for p in (tmp_path / "snap").iterdir() if p.name.isdigit()]
+    entry = next(t for t in json.loads((only / "manifest.json").read_text())["tenants"]
+                 if t["tenant"] == "acme")  # globex-m7 has the same vector: not that one
+    blobs = b"".join(f.read_bytes() for f in only.glob(f"{entry['file']}.*"))
+    assert entry["hnsw"] and marker not in blobs, "the vector is in no file (matrix, graph)"
+    loaded = store.load(MODEL, DIM, TOPICS, IndexPolicy(exact_max=20))
+    assert loaded is not None and "acme-m7" not in loaded.tenants["acme"].meta
