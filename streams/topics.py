@@ -15,6 +15,16 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 * MIB
 LARGEST_MESSAGE_BYTES = VOICE_MAX_MESSAGE_BYTES + MIB
 
 
+# Topics that hold memory text (memories.v1, summaries.v1, the worker's changelogs): a
+# record a delete replaced is compacted away within a day, since the segment holding it
+# rolls and becomes cleanable at most this long after it was written.
+FORGET_WITHIN_MS = DAY_MS
+COMPACT_WITHIN_A_DAY = {
+    "segment.ms": str(FORGET_WITHIN_MS),
+    "max.compaction.lag.ms": str(FORGET_WITHIN_MS),
+}
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """One topic: its name without prefix, the schema subject base it carries, its config.
@@ -84,7 +94,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "tenant",
         "compact",
         # A tombstone must stay long enough for every replica and replay to see it.
-        extra_config={"delete.retention.ms": str(7 * DAY_MS)},
+        extra_config={"delete.retention.ms": str(7 * DAY_MS), **COMPACT_WITHIN_A_DAY},
     ),
     TopicSpec(
         "summaries.v1",
@@ -92,7 +102,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "tenant + summary id (partitioned by tenant)",
         "tenant",
         "compact",
-        extra_config={"delete.retention.ms": str(7 * DAY_MS)},
+        extra_config={"delete.retention.ms": str(7 * DAY_MS), **COMPACT_WITHIN_A_DAY},
     ),
     TopicSpec(
         "deadletter.v1",
