@@ -263,6 +263,8 @@ class DevStack:
             "QUARKUS_MANAGEMENT_ENABLED": "false",
             "QUARKUS_LOG_CONSOLE_JSON": "false",
         }
+        if self.auth:  # its Kafka client has no credentials: schemas stay in memory
+            del env["APICURIO_STORAGE_KIND"], env["APICURIO_KAFKASQL_BOOTSTRAP_SERVERS"]
         log = self.registry_dir / "registry.log"
         progress(f"registry: starting Apicurio {versions.APICURIO_VERSION} on {self.registry_url}")
         pid = _spawn(
