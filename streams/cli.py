@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from streams.acls_cli import acls_app
+from streams.admin_cli import acls_app, migrate_deletions_command
 from streams.exceptions import MemstreamError, ValidationError
 from streams.settings import Settings, load_settings
 
@@ -31,6 +31,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
 app.add_typer(acls_app, name="acls")
+app.command("migrate-deletions")(migrate_deletions_command)
 
 
 def _say(message: str) -> None:

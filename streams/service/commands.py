@@ -87,3 +87,30 @@ class CommandWriter:
     def close(self) -> None:
         """Deliver anything pending."""
         self._producer.flush(self.settings.request_timeout_s)
+
+
+def migrate_deletions(settings: Settings) -> list[str]:
+    """Write a DELETE command for every memory deleted on memories.v1 that commands.v1 does
+    not name yet (deletes made before commands.v1 existed wrote memories.v1 directly): a
+    replay re-applies only commands. Returns the keys it wrote commands for."""
+    from streams.reader import read_topic
+
+    deleted: dict[str, dict[str, Any]] = {}
+    for record in read_topic(settings, "memories.v1"):
+        if record.key is None or record.value is None:
+            continue
+        if record.value["deleted"]:
+            deleted[record.key] = record.value
+        else:
+            deleted.pop(record.key, None)
+    commanded = {r.key for r in read_topic(settings, COMMANDS)}
+    todo = sorted(set(deleted) - commanded)
+    if todo:
+        writer = CommandWriter(settings, requested_by="migration")
+        try:
+            for key in todo:
+                memory = deleted[key]
+                writer.delete(memory["tenant"], memory)
+        finally:
+            writer.close()
+    return todo

@@ -58,7 +58,8 @@ def send(settings: Settings, *events: TelemetryEvent) -> DeliveryResult:
 def cli(settings: Settings, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = service_env(settings, data_dir, 0, data_dir)
     del env["MEMSTREAM_API_TOKENS_FILE"]
-    env["MEMSTREAM_DATA_DIR"] = str(settings.data_dir)
+    if settings.data_dir is not None:
+        env["MEMSTREAM_DATA_DIR"] = str(settings.data_dir)
     return subprocess.run([sys.executable, "-m", "streams", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
@@ -193,3 +194,42 @@ def test_a_delete_reaches_every_view_and_survives_rebuild_and_replay(
         assert not files_holding(fresh.data_dir, MARK.encode())
     finally:
         fresh.stop()
+
+
+def test_migrate_deletions_turns_old_tombstones_into_commands(provisioned: Settings,
+                                                             tmp_path: Path) -> None:
+    """Deletes made before commands.v1 existed wrote memories.v1 directly; a replay only
+    re-applies commands, so `memstream migrate-deletions` writes one for each, once."""
+    from confluent_kafka import Producer
+
+    from streams.codec import AvroCodec
+    from streams.registry import latest_schema, registry_client, subject_for
+    from streams.topics import memory_key, topic_spec
+
+    spec = topic_spec("memories.v1")
+    codec = AvroCodec(registry_client(provisioned))
+
+    def memory(mid: str, deleted: bool) -> bytes:
+        return codec.encode(subject_for(provisioned, spec), latest_schema(spec.schema), {
+            "tenant": "acme", "memory_id": mid, "event_id": f"e-{mid}", "event_time": 1,
+            "session_id": "s", "kind": "QUERY", "text": "" if deleted else "kept text",
+            "content_hash": "", "embedding": b"", "model_id": "m", "dimension": 0,
+            "value": None, "confidence": 0.0, "occurrence_count": 1,
+            "source_event_ids": [f"e-{mid}"], "merges": [], "deleted": deleted,
+            "scorer_version": None})
+
+    producer = Producer(provisioned.kafka_client_config())
+    for mid, deleted in (("m1", False), ("m1", True), ("m2", False), ("m3", True),
+                         ("m3", False)):  # m3 came back: only m1 is deleted now
+        producer.produce(provisioned.topic("memories.v1"), key=memory_key("acme", mid).encode(),
+                         value=memory(mid, deleted), partition=0)
+    producer.flush(10)
+    first = cli(provisioned, tmp_path, "migrate-deletions")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["delete", "command", "written", "for", "acme:m1"]
+    (command,) = list(read_topic(provisioned, "commands.v1"))
+    assert command.key == "acme:m1" and command.value is not None
+    assert command.value["requested_by"] == "migration"
+    assert command.value["source_event_ids"] == ["e-m1"]
+    again = cli(provisioned, tmp_path, "migrate-deletions")
+    assert again.returncode == 0 and again.stdout == "", again.stdout

@@ -1,4 +1,4 @@
-"""``memstream acls``: the ACLs of each role, applied through the admin API or as rpk commands."""
+"""Admin commands: `memstream acls` (ACLs per role) and `memstream migrate-deletions`."""
 
 from __future__ import annotations
 
@@ -48,3 +48,12 @@ def acls_rpk(
     """The same ACLs as `rpk acl create` commands, for a Redpanda cluster."""
     for line in rpk_commands(load_settings(), _principals(producer, worker, serve)):
         typer.echo(line)
+
+
+def migrate_deletions_command() -> None:
+    """Write a DELETE command for each memory deleted before commands.v1 existed (once,
+    after upgrading, with a principal allowed to read memories.v1 and write commands.v1)."""
+    from streams.service.commands import migrate_deletions
+
+    for key in migrate_deletions(load_settings()):
+        typer.echo(f"delete command written for {key}")
