@@ -82,8 +82,9 @@ class DevStack:
         self.home = settings.state_dir / "dev"
         self.kafka_dir = self.home / "kafka"
         self.registry_dir = self.home / "registry"
-        # SASL/SCRAM and ACLs on (streams/devstack/auth.py): use a state dir of its own.
-        self.auth = auth
+        # SASL/SCRAM and ACLs on (streams/devstack/auth.py): use a state dir of its own; a
+        # state dir formatted that way stays so (status and down need no flag).
+        self.auth = auth or (self.kafka_dir / "admin.secret").exists()
 
     def admin_client_config(self) -> dict[str, object]:
         """What a client needs besides the bootstrap address: the admin's SASL settings
