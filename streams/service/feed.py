@@ -183,7 +183,7 @@ class ReplicaFeed:
                     value = None
                 replica.apply(base, msg.partition(), msg.offset(), value)
             replica.sync(build=False)
-            if replica.deletions != deletions and self._purge_after is None:
+            if replica.deletions != deletions:  # the latest one counts
                 self._purge_after = time.monotonic()
         replica.build_graphs()
         self._since_snapshot += len(msgs)
@@ -231,10 +231,13 @@ class ReplicaFeed:
         """Write a snapshot now; with ``purge`` (or a deletion not yet saved) delete every
         older one."""
         assert self.snapshots is not None
-        purge = purge or self._purge_after is not None
+        pending = self._purge_after
+        # Caught up since the deletion: the summaries re-derived with it are in this one.
+        complete = pending is not None and self._high_at > pending and self.lag() == 0
         with self.replica.lock:
-            self.snapshots.save(self.replica, self.topics, keep=1 if purge else None)
-        if purge:
+            self.snapshots.save(self.replica, self.topics,
+                                keep=1 if purge or pending is not None else None)
+        if complete:
             self._purge_after = None
         self._since_snapshot = 0
         self._last_snapshot = time.monotonic()
