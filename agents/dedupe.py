@@ -36,8 +36,13 @@ def memory_id(tenant: str, text: str) -> str:
             "in step 'memorize', text: is empty after normalization; nothing to remember",
             field="text",
         )
-    tenant_namespace = uuid.uuid5(MEMORY_NAMESPACE, tenant)
-    return str(uuid.uuid5(tenant_namespace, _digest(normalized)))
+    return memory_id_of_hash(tenant, _digest(normalized))
+
+
+def memory_id_of_hash(tenant: str, digest: str) -> str:
+    """The memory id of content whose ``content_hash`` is ``digest`` (what ``memory_id``
+    gives for its text): lets a consumer of scored.v1 name the memory without the text."""
+    return str(uuid.uuid5(uuid.uuid5(MEMORY_NAMESPACE, tenant), digest))
 
 
 def restatement_id(tenant: str, text: str, event_id: str) -> str:

@@ -28,7 +28,7 @@ from agents.score import SEP, to_millis
 from streams.exceptions import ValidationError
 from streams.observability import WorkerMetrics
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess, fault_point
-from streams.topics import DELETION_HEADER
+from streams.topics import memory_key
 from streams.validation import check_event
 
 logger = logging.getLogger(__name__)
@@ -37,19 +37,23 @@ logger = logging.getLogger(__name__)
 MAX_SOURCES = 1000
 # Near neighbours looked at: one about another subject does not hide the next one.
 NEAR_CANDIDATES = 3
+# Content-store keys of the events a delete took with it (see ``_delete``).
+FORGOTTEN_EVENT = f"\x01forgotten{SEP}"
+
+
+def forgotten_event_key(tenant: str, event_id: str) -> str:
+    """The content-store key that sends event ``event_id`` into a deleted memory."""
+    return f"{FORGOTTEN_EVENT}{tenant}{SEP}{event_id}"
 
 
 class MemorizeAgent:
     """Turns scored events into memories, merging exact and near duplicates."""
 
     name = "memorize"
-    # memories.v1 too: a deletion (a deleted=true record the read service wrote) must reach
-    # the stores, or a repeat of the content would bring the memory back. Its own records
-    # come back through it as well, and are ignored.
-    inputs = ("scored.v1", "memories.v1")
-    # ...of memories.v1 only the deletions, which carry this header; the runtime skips the
-    # rest without decoding them.
-    required_headers = {"memories.v1": DELETION_HEADER}
+    # commands.v1: the users' deletes (written by the read service), co-partitioned with
+    # scored.v1 and applied in the same transactions, so memorize is the only writer of
+    # memories.v1 and never reads it back.
+    inputs = ("scored.v1", "commands.v1")
     stores = ("content", "memories")
 
     def __init__(
@@ -104,10 +108,10 @@ class MemorizeAgent:
         )
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
-        """Apply deletions, dedupe exactly, embed what is new (one batch), then merge or
+        """Apply deletes, dedupe exactly, embed what is new (one batch), then merge or
         create in order."""
         for record in records:
-            if record.topic == "memories.v1" and record.value["deleted"]:
+            if record.topic == "commands.v1" and record.value["action"] == "DELETE":
                 self._delete(record, ctx)
         records = [r for r in records if r.topic == "scored.v1"]
         valid = [r for r in records if self._acceptable(r, ctx)]
@@ -121,8 +125,8 @@ class MemorizeAgent:
     def _delete(self, record: InputRecord, ctx: BatchContext) -> None:
         """Mark the memory deleted for good: its text and vector go, its count stays, and
         later repeats of its content are counted into it without bringing it back. A
-        deletion that arrives before the memory exists (a replay) leaves a deleted marker
-        that the memory is created into."""
+        delete that arrives before the memory exists (a replay reads commands.v1 from its
+        start) leaves a deleted marker that the memory is created into."""
         v = record.value
         tenant, mid = v["tenant"], v["memory_id"]
         memories = ctx.store("memories", record.partition)
@@ -131,12 +135,34 @@ class MemorizeAgent:
         if memory is not None and memory["deleted"]:
             return
         if memory is None:
-            memory = {**v, "event_time": to_millis(v["event_time"]), "occurrence_count": 0,
-                      "source_event_ids": [], "merges": []}
-        memory.update(text="", content_hash="", embedding=b"", dimension=0, deleted=True)
+            memory = self._marker(v)
+        # The events it took with it (near duplicates too) stay with it: a replay that reads
+        # this delete before them counts them into it instead of making new memories.
+        content = ctx.store("content", record.partition)
+        for event_id in dict.fromkeys([*v["source_event_ids"], *memory["source_event_ids"]]):
+            content.put(forgotten_event_key(tenant, event_id), {"memory_id": mid})
+        # The content goes: text, hash and vector are blanked, and so is all else that
+        # depends on the order the delete and the events came in (a replay reads the delete
+        # first), so that a replay writes the same record; the count stays (`memstream
+        # stats` balances with it) and so do the source event ids.
+        memory.update(text="", content_hash="", embedding=b"", dimension=0, deleted=True,
+                      session_id="", kind="", value=None, confidence=0.0, merges=[],
+                      scorer_version=None, event_id=v["event_id"],
+                      event_time=max(memory["event_time"], to_millis(v["event_time"])))
         self.indexes.remove(tenant, mid)
         self._save(memory, memories, ctx)
         logger.info("memory %s of tenant %s deleted", mid, tenant)
+
+    def _marker(self, command: dict[str, Any]) -> dict[str, Any]:
+        """A deleted memory that has not been seen yet."""
+        return {
+            "tenant": command["tenant"], "memory_id": command["memory_id"],
+            "event_id": command["event_id"], "event_time": to_millis(command["event_time"]),
+            "session_id": "", "kind": "", "text": "", "content_hash": "", "embedding": b"",
+            "model_id": self.embedder.model_id, "dimension": 0, "value": None,
+            "confidence": 0.0, "occurrence_count": 0, "source_event_ids": [], "merges": [],
+            "deleted": True, "scorer_version": None,
+        }
 
     def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:
         """The SDK's own check (score applies it too; this guards scored.v1 from elsewhere)."""
@@ -199,6 +225,11 @@ class MemorizeAgent:
             memory = memories.get(f"{tenant}{SEP}{seen['memory_id']}")
             if memory is None:
                 raise ModelMismatchError(f"content {digest} points at missing memory")
+            if memory["deleted"]:
+                if v["event_id"] not in memory["source_event_ids"]:
+                    self._count_into_deleted(memory, v)
+                self._save(memory, memories, ctx)
+                return
             if not self._restates_superseded(memory, v):
                 if v["event_id"] in memory["source_event_ids"]:
                     self._update_value(memory, v)  # a re-score of an event already memorized
@@ -210,6 +241,14 @@ class MemorizeAgent:
             # A value that was superseded, stated again: decided like new content.
             vector = vector_from_bytes(memory["embedding"], memory["dimension"])
         else:
+            gone = content.get(forgotten_event_key(tenant, v["event_id"]))
+            if gone is not None:
+                memory = memories.get(f"{tenant}{SEP}{gone['memory_id']}")
+                if memory is not None and memory["deleted"]:
+                    self._count_into_deleted(memory, v)
+                    content.put(content_key, {"memory_id": memory["memory_id"], "similarity": 0.0})
+                    self._save(memory, memories, ctx)
+                    return
             vector = vectors[(tenant, digest)]
         memory, similarity = self._place(v, vector, memories, ctx)
         content.put(content_key, {"memory_id": memory["memory_id"], "similarity": similarity})
@@ -254,9 +293,7 @@ class MemorizeAgent:
         similarity = nearest[0][1] if nearest else 0.0
         if memory is not None and deleted:
             # Deleted before its first occurrence was (re)processed: stays deleted.
-            memory["occurrence_count"] += 1
-            memory["source_event_ids"] = memory["source_event_ids"] + [v["event_id"]]
-            self._update_value(memory, v)
+            self._count_into_deleted(memory, v)
         else:
             memory = self._new_memory(v, mid, vector)
             self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
@@ -335,6 +372,13 @@ class MemorizeAgent:
         }
 
     @staticmethod
+    def _count_into_deleted(memory: dict[str, Any], v: dict[str, Any]) -> None:
+        """Count an event into a deleted memory: it stays deleted, with no value."""
+        memory["occurrence_count"] += 1
+        memory["source_event_ids"] = (memory["source_event_ids"] + [v["event_id"]])[-MAX_SOURCES:]
+        memory["event_time"] = max(memory["event_time"], to_millis(v["event_time"]))
+
+    @staticmethod
     def _merge(memory: dict[str, Any], v: dict[str, Any], *, similarity: float, match: str) -> None:
         memory["occurrence_count"] += 1
         memory["source_event_ids"] = (memory["source_event_ids"] + [v["event_id"]])[-MAX_SOURCES:]
@@ -359,4 +403,4 @@ class MemorizeAgent:
     def _save(memory: dict[str, Any], memories: Any, ctx: BatchContext) -> None:
         tenant = memory["tenant"]
         memories.put(f"{tenant}{SEP}{memory['memory_id']}", memory)
-        ctx.send("memories.v1", memory, key=f"{tenant}:{memory['memory_id']}")
+        ctx.send("memories.v1", memory, key=memory_key(tenant, memory["memory_id"]))

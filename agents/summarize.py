@@ -1,9 +1,10 @@
 """The summarize agent: scored events in, one summary per (tenant, session, window) out.
 
-State: ``summary-windows`` (per partition: each open window's latest event revisions and
-the partition's stream time). Windows close by event time (see agents/summarizing/
-windows.py); the summary goes to the compacted ``summaries.v1`` keyed by tenant and
-summary id, so a late event within the grace period simply replaces it.
+State: ``summary-windows`` (per partition: each window's latest event revisions, the
+partition's stream time, and the deleted memories). Windows close by event time (see
+agents/summarizing/windows.py); the summary goes to the compacted ``summaries.v1`` keyed by
+tenant and summary id, so a late event within the grace period simply replaces it, and so
+does the summary re-derived without a memory a user deleted (a DELETE on commands.v1).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class SummarizeAgent:
     """Tumbling event-time windows per session; extractive summaries, optionally rewritten."""
 
     name = "summarize"
-    inputs = ("scored.v1",)
+    # commands.v1: a deleted memory must leave the summaries that quote it.
+    inputs = ("scored.v1", "commands.v1")
     stores = (STORE,)
 
     def __init__(
@@ -86,8 +88,11 @@ class SummarizeAgent:
         started = time.monotonic()
         for record in records:
             windows = self._windows[record.partition]
+            if record.topic == "commands.v1":
+                self._forget(record, windows, ctx, started)
+                continue
             result = windows.add(scored_item(record.value))
-            if result.outcome in (Outcome.LATE, Outcome.FULL):
+            if result.outcome in (Outcome.LATE, Outcome.FULL, Outcome.FORGOTTEN):
                 self.metrics.summary_dropped.labels(result.outcome.value).inc()
                 logger.info(
                     "summarize: %s[%d]@%d left out of its window: %s (stream time %d)",
@@ -98,6 +103,19 @@ class SummarizeAgent:
                 self._emit(emission, ctx, started)
         for partition in sorted({r.partition for r in records}):
             self._windows[partition].flush()
+
+    def _forget(self, record: InputRecord, windows: SessionWindows, ctx: BatchContext,
+                started: float) -> None:
+        """Re-derive every summary of the tenant that quoted the deleted memory."""
+        v = record.value
+        if v["action"] != "DELETE":
+            return
+        emissions = windows.forget(v["tenant"], v["memory_id"], list(v["source_event_ids"]))
+        for emission in emissions:
+            self._emit(emission, ctx, started)
+        logger.info("summarize: memory %s of tenant %s forgotten, %d summaries re-derived "
+                    "(%s[%d]@%d)", v["memory_id"], v["tenant"], len(emissions), record.topic,
+                    record.partition, record.offset)
 
     def _emit(self, emission: Emission, ctx: BatchContext, started: float) -> None:
         summary = summarize_window(emission.window, max_highlights=self.max_highlights)

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.exceptions import UnavailableError
 from streams.settings import Settings
-from streams.topics import TOPICS, TopicSpec
+from streams.topics import COMPACT_WITHIN_A_DAY, TOPICS, TopicSpec
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,9 @@ def ensure_changelog_topics(settings: Settings, topics: list[str]) -> list[str]:
                 t,
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
-                config={"cleanup.policy": "compact", "max.message.bytes": str(2 * 1024 * 1024)},
+                # The stores hold memory text too: what a delete replaced goes within a day.
+                config={"cleanup.policy": "compact", "max.message.bytes": str(2 * 1024 * 1024),
+                        **COMPACT_WITHIN_A_DAY},
             )
             for t in missing
         ]

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from streams.admin_cli import acls_app, migrate_deletions_command
 from streams.exceptions import MemstreamError, ValidationError
 from streams.settings import Settings, load_settings
 
@@ -30,6 +31,8 @@ topics_app = typer.Typer(help="memstream's topics.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
+app.add_typer(acls_app, name="acls")
+app.command("migrate-deletions")(migrate_deletions_command)
 
 
 def _say(message: str) -> None:
@@ -46,14 +49,28 @@ def dev_up(
     no_provision: Annotated[
         bool, typer.Option("--no-provision", help="only start; skip topics and schemas")
     ] = False,
+    auth: Annotated[
+        bool, typer.Option("--auth", help="SASL/SCRAM and ACLs on (use a state dir and ports "
+                                          "of its own); the admin's password is in "
+                                          "<state>/dev/kafka/admin.secret")
+    ] = False,
 ) -> None:
     """Install (first run), start Kafka and the registry, create topics, register schemas."""
+    from pydantic import SecretStr
+
     from streams.devstack.stack import DevStack
 
     settings = _settings()
-    stack = DevStack(settings)
+    stack = DevStack(settings, auth=auth)
     for component in stack.up(_say):
         typer.echo(component.describe())
+    if auth:
+        conf = stack.admin_client_config()
+        settings = settings.model_copy(update={
+            "security_protocol": conf["security.protocol"],
+            "sasl_mechanism": conf["sasl.mechanism"], "sasl_username": conf["sasl.username"],
+            "sasl_password": SecretStr(str(conf["sasl.password"]))})
+        _say(f"kafka: SASL/SCRAM on; admin password in {stack.kafka_dir / 'admin.secret'}")
     if not no_provision:
         _provision(settings)
 

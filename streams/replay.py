@@ -31,9 +31,9 @@ from streams.settings import Settings
 
 SOURCE_TOPICS = ("voice.v1", "telemetry.v1", "feedback.v1")
 INTERMEDIATE_TOPICS = ("transcripts.v1", "scored.v1")
-# Read from the beginning on every replay: memorize learns the deletions the read service
-# wrote there, so a replayed memory that was deleted stays deleted.
-DELETION_TOPICS = ("memories.v1",)
+# Read from the beginning on every replay: memorize (and summarize) re-apply every delete
+# the users asked for, so a replayed memory that was deleted stays deleted.
+DELETION_TOPICS = ("commands.v1",)
 
 
 class ReplayRefused(MemstreamError):
@@ -176,7 +176,7 @@ def _targets(consumer: Consumer, settings: Settings, topic: str, parts: list[int
              marks: dict[int, tuple[int, int]], request: ReplayRequest,
              *, intermediate: bool) -> dict[int, tuple[int, str]]:
     if topic == settings.topic(DELETION_TOPICS[0]):
-        return {p: (marks[p][0], "deletions: from the beginning") for p in parts}
+        return {p: (marks[p][0], "commands (deletes): from the beginning") for p in parts}
     if intermediate:
         return {p: (marks[p][1], "intermediate topic: to its end") for p in parts}
     if request.to_latest:

@@ -130,7 +130,9 @@ def _scored_event_id(codec: AvroCodec, schema: dict[str, object], raw: bytes | N
 def pipeline_stats(settings: Settings) -> PipelineStats:
     """Count what the log holds at each stage (reads the topics; seconds per 100k records)."""
     stats = PipelineStats()
-    for base in ("telemetry.v1", "transcripts.v1", "feedback.v1", "voice.v1", "scored.v1"):
+    # commands.v1: the deletes users asked for; its unprocessed ones are not applied yet.
+    for base in ("telemetry.v1", "transcripts.v1", "feedback.v1", "voice.v1", "scored.v1",
+                 "commands.v1"):
         topic = settings.topic(base)
         stats.records[base] = len(_scan(settings, topic))
         stats.lag[base] = len(_scan(settings, topic, _committed(settings, topic)))

@@ -15,6 +15,16 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 * MIB
 LARGEST_MESSAGE_BYTES = VOICE_MAX_MESSAGE_BYTES + MIB
 
 
+# Topics that hold memory text (memories.v1, summaries.v1, the worker's changelogs): a
+# record a delete replaced is compacted away within a day, since the segment holding it
+# rolls and becomes cleanable at most this long after it was written.
+FORGET_WITHIN_MS = DAY_MS
+COMPACT_WITHIN_A_DAY = {
+    "segment.ms": str(FORGET_WITHIN_MS),
+    "max.compaction.lag.ms": str(FORGET_WITHIN_MS),
+}
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """One topic: its name without prefix, the schema subject base it carries, its config.
@@ -68,13 +78,23 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec("scored.v1", "scored", "tenant", "tenant", "delete", retention_ms=90 * DAY_MS),
     TopicSpec(
+        "commands.v1",
+        "command",
+        "tenant + memory id (partitioned by tenant)",
+        "tenant",
+        # Compacted, kept forever: a replay re-applies every delete from here, so a delete
+        # must outlive the source topics it undoes; the latest command per memory wins.
+        "compact",
+        extra_config={"delete.retention.ms": str(7 * DAY_MS)},
+    ),
+    TopicSpec(
         "memories.v1",
         "memory",
         "tenant + memory id (partitioned by tenant)",
         "tenant",
         "compact",
         # A tombstone must stay long enough for every replica and replay to see it.
-        extra_config={"delete.retention.ms": str(7 * DAY_MS)},
+        extra_config={"delete.retention.ms": str(7 * DAY_MS), **COMPACT_WITHIN_A_DAY},
     ),
     TopicSpec(
         "summaries.v1",
@@ -82,7 +102,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "tenant + summary id (partitioned by tenant)",
         "tenant",
         "compact",
-        extra_config={"delete.retention.ms": str(7 * DAY_MS)},
+        extra_config={"delete.retention.ms": str(7 * DAY_MS), **COMPACT_WITHIN_A_DAY},
     ),
     TopicSpec(
         "deadletter.v1",
@@ -113,6 +133,7 @@ def voice_audio_limit() -> int:
     """Largest audio payload (bytes) the SDK accepts: the topic limit less the envelope."""
     return TOPICS_BY_BASE["voice.v1"].max_message_bytes - VOICE_ENVELOPE_BYTES
 
-# The Kafka header that marks a deleted=true memories.v1 record written by a deletion
-# request (the read service's DELETE); the memorize agent reads only those records back.
-DELETION_HEADER = "memstream-deletion"
+def memory_key(tenant: str, memory_id: str) -> str:
+    """The message key of a memory on memories.v1 and of a command about it on commands.v1
+    (the compaction key; the partition comes from the tenant alone)."""
+    return f"{tenant}:{memory_id}"

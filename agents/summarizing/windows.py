@@ -8,11 +8,17 @@ makes the same decisions:
   store (key ``STREAM_TIME_KEY``), so a restarted worker resumes with the same clock;
 - a window *closes* (its summary is first emitted) once stream time reaches its end;
 - until stream time reaches ``end + grace`` a late event still joins the window and its
-  summary is emitted again under the same id; after that the window is evicted and any
-  later event for it is dropped (the caller counts it).
+  summary is emitted again under the same id; after that the window is *closed*: it moves
+  to the ``c`` keys (so that a later delete can re-derive its summary) and any later
+  event for it is dropped (the caller counts it).
 
 A window keeps the latest revision of each scored event (late feedback re-scores an
 event: the revision with the highest number wins).
+
+Forgetting: a deleted memory (``forget``) takes out of every window of its tenant, open or
+closed, the events named by the delete and the events whose content is the memory's own
+(same content hash → same memory id); each summary that changed is emitted again without
+them. The delete is kept (``f`` keys) so that such events arriving later are left out too.
 """
 
 from __future__ import annotations
@@ -23,9 +29,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from agents.dedupe import memory_id_of_hash
+
 SEP = "\x00"
 STREAM_TIME_KEY = "\x01stream-time"
 WINDOW_PREFIX = f"w{SEP}"
+CLOSED_PREFIX = f"c{SEP}"
+FORGOTTEN_PREFIX = f"f{SEP}"
+# Event ids one deleted memory keeps out of summaries at most (a memory lists 1,000).
+MAX_FORGOTTEN_EVENTS = 5000
 # Bounds on one window's state (a store value travels as one changelog record, 2 MiB max):
 # events beyond MAX_WINDOW_EVENTS are dropped and counted, texts are kept truncated.
 MAX_WINDOW_EVENTS = 2000
@@ -45,8 +57,8 @@ class KeyValueStore(Protocol):
     def delete(self, key: str) -> None:
         """Delete ``key``."""
 
-    def committed_items(self) -> Iterator[tuple[str, Any]]:
-        """Every committed (key, value)."""
+    def committed_items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """Every committed (key, value) whose key starts with ``prefix``, in key order."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     LATE = "late"
     FULL = "full"
+    FORGOTTEN = "forgotten"
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,11 @@ def window_key(tenant: str, session_id: str, start: int) -> str:
     return f"{WINDOW_PREFIX}{tenant}{SEP}{session_id}{SEP}{start:015d}"
 
 
+def forgotten_key(tenant: str, memory_id: str) -> str:
+    """The store key of a deleted memory's record (the event ids it keeps out)."""
+    return f"{FORGOTTEN_PREFIX}{tenant}{SEP}{memory_id}"
+
+
 class SessionWindows:
     """The windows of one partition; the store is the truth, an index of ends is derived.
 
@@ -120,11 +138,17 @@ class SessionWindows:
         # events in one batch becomes one changelog record, not one per event.
         self._dirty: dict[str, dict[str, Any] | None] = {}
         self._time_dirty = False
-        for key, value in store.committed_items():
-            if key == STREAM_TIME_KEY:
-                self.stream_time = int(value)
-            elif key.startswith(WINDOW_PREFIX):
-                self._index[key] = (int(value["end"]), bool(value["emitted"]))
+        stream_time = store.get(STREAM_TIME_KEY)
+        if stream_time is not None:
+            self.stream_time = int(stream_time)
+        for key, value in store.committed_items(WINDOW_PREFIX):
+            self._index[key] = (int(value["end"]), bool(value["emitted"]))
+        # Deleted memories: tenant -> memory ids, and (tenant, event id) kept out.
+        self._forgotten_ids: dict[str, set[str]] = {}
+        self._forgotten_events: set[tuple[str, str]] = set()
+        for key, value in store.committed_items(FORGOTTEN_PREFIX):
+            tenant, memory_id = key[len(FORGOTTEN_PREFIX):].split(SEP, 1)
+            self._remember(tenant, memory_id, value["event_ids"])
         # The earliest stream time at which some window closes or is evicted: stream time
         # moves with nearly every event, the index is scanned only when it passes this.
         self._next_deadline = self._earliest_deadline()
@@ -141,6 +165,10 @@ class SessionWindows:
 
     def add(self, item: ScoredItem) -> AddResult:
         """Add one scored event, advance stream time, and say which summaries are due."""
+        if self._is_forgotten(item.tenant, item.event_id, item.content_hash):
+            # Still moves stream time: a replay that reads the delete first closes the
+            # same windows at the same events as the run that read it later.
+            return AddResult(Outcome.FORGOTTEN, self._advance(item.event_time))
         start, end = self.bounds(item.event_time)
         if end + self.grace_ms <= self.stream_time:
             return AddResult(Outcome.LATE)
@@ -182,10 +210,64 @@ class SessionWindows:
                 self._dirty[key] = window
                 self._index[key] = (end, True)
             if end + self.grace_ms <= event_time:
+                closed = self._get(key)
                 self._dirty[key] = None
+                self._dirty[CLOSED_PREFIX + key[len(WINDOW_PREFIX):]] = closed
                 del self._index[key]
         self._next_deadline = self._earliest_deadline()
         return due
+
+    def forget(self, tenant: str, memory_id: str, event_ids: list[str]) -> list[Emission]:
+        """Keep a deleted memory out of the tenant's windows, open and closed, from now on;
+        return the summaries to emit again (those already emitted that quoted it)."""
+        key = forgotten_key(tenant, memory_id)
+        known = self._get(key)
+        ids = sorted(set(event_ids) | set(known["event_ids"] if known else ()))
+        self._dirty[key] = {"event_ids": ids[:MAX_FORGOTTEN_EVENTS]}
+        self._remember(tenant, memory_id, ids[:MAX_FORGOTTEN_EVENTS])
+        emissions: list[Emission] = []
+        for wkey in self._tenant_windows(tenant):
+            window = self._get(wkey)
+            if window is None or not self._drop_forgotten(window):
+                continue
+            self._dirty[wkey] = window
+            if window["emitted"]:
+                emissions.append(Emission(copy.deepcopy(window), first=False))
+        return emissions
+
+    def _remember(self, tenant: str, memory_id: str, event_ids: list[str]) -> None:
+        self._forgotten_ids.setdefault(tenant, set()).add(memory_id)
+        self._forgotten_events.update((tenant, e) for e in event_ids)
+
+    def _is_forgotten(self, tenant: str, event_id: str, content_hash: str) -> bool:
+        ids = self._forgotten_ids.get(tenant)
+        if not ids:
+            return False
+        return ((tenant, event_id) in self._forgotten_events
+                or memory_id_of_hash(tenant, content_hash) in ids)
+
+    def _tenant_windows(self, tenant: str) -> list[str]:
+        """Keys of the tenant's open and closed windows (committed or written this batch)."""
+        open_prefix = f"{WINDOW_PREFIX}{tenant}{SEP}"
+        closed_prefix = f"{CLOSED_PREFIX}{tenant}{SEP}"
+        keys = {k for k in self._index if k.startswith(open_prefix)}
+        keys.update(k for k, _ in self.store.committed_items(closed_prefix))
+        keys.update(k for k, v in self._dirty.items()
+                    if v is not None and k.startswith((open_prefix, closed_prefix)))
+        return sorted(k for k in keys if k not in self._dirty or self._dirty[k] is not None)
+
+    def _drop_forgotten(self, window: dict[str, Any]) -> bool:
+        """Take the forgotten events (and texts only they used) out; whether any was."""
+        tenant = window["tenant"]
+        events: dict[str, list[Any]] = window["events"]
+        gone = [e for e, rev in events.items() if self._is_forgotten(tenant, e, rev[2])]
+        for event_id in gone:
+            del events[event_id]
+        used = {rev[2] for rev in events.values()}
+        texts: dict[str, str] = window["texts"]
+        for digest in [d for d in texts if d not in used]:
+            del texts[digest]
+        return bool(gone)
 
     def _deadline(self, end: int, emitted: bool) -> int:
         return end + self.grace_ms if emitted else end

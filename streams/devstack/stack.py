@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 from confluent_kafka.admin import AdminClient
 
-from streams.devstack import install, versions
+from streams.devstack import auth, install, versions
 from streams.devstack.exceptions import DevStackError
 from streams.settings import Settings
 
@@ -77,11 +77,19 @@ class ComponentStatus:
 class DevStack:
     """The two processes of the local stack and the files they keep."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, auth: bool = False) -> None:
         self.settings = settings
         self.home = settings.state_dir / "dev"
         self.kafka_dir = self.home / "kafka"
         self.registry_dir = self.home / "registry"
+        # SASL/SCRAM and ACLs on (streams/devstack/auth.py): use a state dir of its own; a
+        # state dir formatted that way stays so (status and down need no flag).
+        self.auth = auth or (self.kafka_dir / "admin.secret").exists()
+
+    def admin_client_config(self) -> dict[str, object]:
+        """What a client needs besides the bootstrap address: the admin's SASL settings
+        when authentication is on, nothing otherwise."""
+        return auth.client_config(auth.admin_password(self.kafka_dir)) if self.auth else {}
 
     # -- addresses ------------------------------------------------------------------
     @property
@@ -93,13 +101,16 @@ class DevStack:
         return f"http://127.0.0.1:{self.settings.dev_registry_port}/apis/ccompat/v7"
 
     # -- public ---------------------------------------------------------------------
-    def up(self, progress: Callable[[str], None] = logger.info) -> list[ComponentStatus]:
-        """Install if needed, start what is not running, and wait until both answer."""
+    def up(self, progress: Callable[[str], None] = logger.info,
+           *, registry: bool = True) -> list[ComponentStatus]:
+        """Install if needed, start what is not running, and wait until both answer
+        (``registry=False``: Kafka only)."""
         java = install.find_java(self.settings.java_home)
         progress(f"Kafka and the registry: {self.settings.cache_dir} (downloaded on the first run)")
         installation = install.install(self.settings.cache_dir)
         self._start_kafka(java, installation.kafka_libs, progress)
-        self._start_registry(java, installation.registry_jar, progress)
+        if registry:
+            self._start_registry(java, installation.registry_jar, progress)
         return self.status()
 
     def down(self, progress: Callable[[str], None] = logger.info) -> None:
@@ -121,7 +132,7 @@ class DevStack:
         """The state of both components."""
         kafka_pid = _our_pid(self.kafka_dir / "kafka.pid", "kafka.Kafka")
         reg_pid = _our_pid(self.registry_dir / "registry.pid", "apicurio-registry")
-        kafka_up = _kafka_answers(self.bootstrap, timeout=3.0)
+        kafka_up = _kafka_answers(self.bootstrap, 3.0, self.admin_client_config())
         reg_up = _registry_answers(self.registry_url)
         return [
             ComponentStatus(
@@ -148,7 +159,7 @@ class DevStack:
     def _start_kafka(self, java: Path, libs: Path, progress: Callable[[str], None]) -> None:
         pidfile = self.kafka_dir / "kafka.pid"
         if _our_pid(pidfile, "kafka.Kafka") is not None:
-            if _wait(lambda: _kafka_answers(self.bootstrap, 2.0), KAFKA_START_TIMEOUT_S):
+            if _wait(self._kafka_up, KAFKA_START_TIMEOUT_S):
                 progress(f"kafka: already running at {self.bootstrap}")
                 return
             raise DevStackError(f"kafka (pid in {pidfile}) runs but does not answer; see logs")
@@ -164,10 +175,12 @@ class DevStack:
         classpath = f"{libs}/*"
         if not (data / "meta.properties").exists():
             cluster_id = _run_java(java, classpath, ["kafka.tools.StorageTool", "random-uuid"])
+            scram = auth.format_args(auth.admin_password(self.kafka_dir)) if self.auth else []
             _run_java(
                 java,
                 classpath,
-                ["kafka.tools.StorageTool", "format", "-t", cluster_id.strip(), "-c", str(props)],
+                ["kafka.tools.StorageTool", "format", "-t", cluster_id.strip(), "-c", str(props),
+                 *scram],
                 jvm=[f"-Dlog4j2.configurationFile={log_conf}", f"-Dkafka.logs.dir={logs}"],
             )
         progress(f"kafka: starting {versions.KAFKA_VERSION} on {self.bootstrap}")
@@ -187,12 +200,15 @@ class DevStack:
             cwd=self.kafka_dir,
         )
         pidfile.write_text(str(pid), encoding="utf-8")
-        if not _wait(lambda: _kafka_answers(self.bootstrap, 2.0), KAFKA_START_TIMEOUT_S, pid):
+        if not _wait(self._kafka_up, KAFKA_START_TIMEOUT_S, pid):
             raise DevStackError(
                 f"kafka did not answer on {self.bootstrap} within {KAFKA_START_TIMEOUT_S:.0f}s; "
                 f"last log lines:\n{_tail(logs / 'server.log')}{_tail(logs / 'stdout.log')}"
             )
         progress("kafka: up")
+
+    def _kafka_up(self) -> bool:
+        return _kafka_answers(self.bootstrap, 2.0, self.admin_client_config())
 
     def _server_properties(self, data: Path) -> str:
         s = self.settings
@@ -222,6 +238,9 @@ class DevStack:
             "group.initial.rebalance.delay.ms": "0",
             "transaction.max.timeout.ms": "900000",
         }
+        if self.auth:
+            lines.update(auth.broker_properties(s.dev_kafka_port, s.dev_controller_port,
+                                                auth.admin_password(self.kafka_dir)))
         return "".join(f"{k}={v}\n" for k, v in lines.items())
 
     # -- registry ----------------------------------------------------------------------
@@ -245,6 +264,8 @@ class DevStack:
             "QUARKUS_MANAGEMENT_ENABLED": "false",
             "QUARKUS_LOG_CONSOLE_JSON": "false",
         }
+        if self.auth:  # its Kafka client has no credentials: schemas stay in memory
+            del env["APICURIO_STORAGE_KIND"], env["APICURIO_KAFKASQL_BOOTSTRAP_SERVERS"]
         log = self.registry_dir / "registry.log"
         progress(f"registry: starting Apicurio {versions.APICURIO_VERSION} on {self.registry_url}")
         pid = _spawn(
@@ -353,14 +374,15 @@ def _require_free_port(port: int, what: str) -> None:
             ) from None
 
 
-def _kafka_answers(bootstrap: str, timeout: float) -> bool:
+def _kafka_answers(bootstrap: str, timeout: float, extra: dict[str, object] | None = None) -> bool:
     host, _, port = bootstrap.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError:
         return False
     admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0}
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0,
+         **(extra or {})}
     )
     try:
         admin.list_topics(timeout=timeout)

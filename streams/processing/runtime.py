@@ -151,11 +151,6 @@ class Processor:
             for base in agent.inputs:
                 self._dispatch[settings.topic(base)].append(agent)
         self._base = {settings.topic(t): t for a in self.agents for t in a.inputs}
-        # Inputs whose records count only when they carry a header (Agent.required_headers).
-        self._required_header = {
-            settings.topic(t): h for a in self.agents
-            for t, h in getattr(a, "required_headers", {}).items()
-        }
         self._readers = {
             full: latest_schema(topic_spec(base).schema) for full, base in self._base.items()
         }
@@ -165,8 +160,6 @@ class Processor:
         self._timeout = settings.request_timeout_s
         self._last_lag = 0.0
         self._failed_agent: str | None = None
-        # Last offsets of skipped-only batches, committed with the next transaction.
-        self._skipped_to: dict[tuple[str, int], int] = {}
         # Per-batch metric counts, added to the metrics once the batch has committed.
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._outputs: dict[str, tuple[str, str, dict[str, Any]]] = {}
@@ -386,16 +379,6 @@ class Processor:
             tp = (msg.topic(), msg.partition())
             first.setdefault(tp, msg.offset())
             last[tp] = msg.offset()
-        msgs = [m for m in msgs if self._wanted(m)]
-        if not msgs:
-            # Only records no agent wants: no transaction; their offsets go with the next one
-            # (if none comes before a crash, they are read and skipped again).
-            for tp, offset in last.items():
-                self._skipped_to[tp] = max(self._skipped_to.get(tp, -1), offset)
-            return
-        for tp, offset in self._skipped_to.items():
-            last[tp] = max(last.get(tp, -1), offset)
-        self._skipped_to.clear()
         self.producer.begin_transaction()
         self._counts.clear()
         try:
@@ -431,12 +414,6 @@ class Processor:
         for (metric, agent_name, label), count in self._counts.items():
             getattr(self.metrics, metric).labels(agent_name, label).inc(count)
         self._counts.clear()
-
-    def _wanted(self, msg: Message) -> bool:
-        """False for a record of an input whose agents take only records with a header
-        (memorize's own memories coming back): it is skipped without being decoded."""
-        marker = self._required_header.get(msg.topic())
-        return marker is None or _has_header(msg, marker)
 
     def _decode(self, msgs: list[Message], ctx: BatchContext) -> dict[str, list[InputRecord]]:
         by_agent: dict[str, list[InputRecord]] = defaultdict(list)
@@ -595,7 +572,6 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Eager (range) rebalancing: each assignment is the whole new set.
         owned = frozenset(tp.partition for tp in partitions)
-        self._skipped_to.clear()
         self._open_stores(owned)
         self._owned = owned
         logger.info("assigned partitions %s", sorted(owned))
@@ -603,7 +579,6 @@ class Processor:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions}
-        self._skipped_to.clear()
         remaining = {tp.partition for tp in consumer.assignment()} - revoked
         self._owned = frozenset(remaining)
         logger.info("revoked partitions %s", sorted(revoked))
@@ -707,10 +682,6 @@ def _summary(agent: str, exc: BaseException) -> str:
         frame = frames[-1]
         where = f" (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
     return f"agent {agent} raised {type(exc).__name__}: {str(exc)[:800]}{where}"
-
-
-def _has_header(msg: Message, name: str) -> bool:
-    return any(key == name for key, _value in msg.headers() or ())
 
 
 def fault_point(name: str, prepare: Callable[[], None] | None = None) -> None:

@@ -137,9 +137,14 @@ class PartitionStore:
         self._pending.clear()
         return count
 
-    def committed_items(self) -> Iterator[tuple[str, Any]]:
-        """Every committed (key, value), for rebuilding derived in-memory state."""
-        for k, v in self._db.items():
+    def committed_items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """Every committed (key, value) whose key starts with ``prefix``, in key order, for
+        rebuilding derived in-memory state."""
+        start = prefix.encode()
+        items = self._db.items(from_key=start) if start else self._db.items()
+        for k, v in items:
+            if start and not k.startswith(start):
+                break
             if k != CHECKPOINT_KEY:
                 yield k.decode(), decode_value(v)
 

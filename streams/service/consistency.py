@@ -17,7 +17,8 @@ effects stay on the same partition number at every hop. The gate walks the hops:
    applied them (summaries come from the same transactions); for memories.v1, every
    committed record below it.
 
-A token on memories.v1 or summaries.v1 itself (what DELETE returns) waits for step 3 only.
+A token on commands.v1 (what DELETE returns) waits for steps 1 and 3; one on memories.v1
+or summaries.v1 itself waits for step 3 only.
 If the wait passes ``consistency_timeout_s`` the request gets 503 with the stage it
 waited at and the replica's lag.
 
@@ -61,6 +62,9 @@ NEXT_HOP = {
     "transcripts.v1": "scored.v1",
     "feedback.v1": "scored.v1",
     "scored.v1": MEMORIES,
+    # A delete (what DELETE returns a token for): memorize applies it to memories.v1, and
+    # summarize re-derives the summaries that quoted it, in the same transaction.
+    "commands.v1": MEMORIES,
 }
 MAX_POSITIONS = 8  # a producer's token names one position; a client may join a few
 MAX_TOKEN_CHARS = 1024

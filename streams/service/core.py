@@ -1,34 +1,27 @@
-"""The read service's parts, wired once: replica + feed + gate + model + tokens + deletes."""
+"""The read service's parts, wired once: replica + feed + gate + model + tokens + commands."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
-from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from agents.models.exceptions import ModelError
-from streams.codec import AvroCodec
-from streams.exceptions import DeliveryError, UnavailableError
 from streams.observability import StateDirCollector
-from streams.partitioning import partition_for_tenant
-from streams.registry import latest_schema, registry_client, subject_for
 from streams.service.auth import TokenTable
+from streams.service.commands import CommandWriter
 from streams.service.consistency import ConsistencyGate
 from streams.service.feed import ReplicaFeed, feed_topics
-from streams.service.replica import MEMORIES, Replica
+from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
 from streams.service.vectors import IndexPolicy
 from streams.settings import Settings
-from streams.topics import DELETION_HEADER, topic_spec
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +117,7 @@ class ReadService:
     embedder: QueryEmbedder
     tokens: TokenTable
     metrics: ServiceMetrics
-    tombstones: TombstoneWriter
+    commands: CommandWriter
     model_error: str | None = None  # "<model>: <error>" when the model failed to load
 
     @classmethod
@@ -145,7 +138,7 @@ class ReadService:
         feed = ReplicaFeed(settings, replica, snapshots)
         return cls(settings, replica, feed, ConsistencyGate(settings, feed), _Locked(embedder),
                    tokens, ServiceMetrics(settings.serve_snapshot_dir),
-                   TombstoneWriter(settings), missing)
+                   CommandWriter(settings), missing)
 
     def start(self) -> None:
         """Start catching up."""
@@ -155,7 +148,7 @@ class ReadService:
         """Stop the feed (with a last snapshot) and release the clients."""
         self.feed.stop(snapshot=True)
         self.gate.close()
-        self.tombstones.close()
+        self.commands.close()
 
     def embed_query(self, text: str) -> np.ndarray:
         """The query's vector, from the replica's own model."""
@@ -192,63 +185,3 @@ class _Locked:
     def count_tokens(self, text: str) -> int:
         with self._count_lock:
             return self.inner.count_tokens(text)
-
-
-class TombstoneWriter:
-    """Deletes go through the log: a memory record with ``deleted=true`` on memories.v1."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._codec = AvroCodec(registry_client(settings))
-        self._spec = topic_spec(MEMORIES)
-        self._producer = Producer({
-            **settings.kafka_client_config(), "enable.idempotence": True, "acks": "all",
-            "linger.ms": 0, "log_level": 3,
-        })
-        self._partitions: int | None = None
-
-    def delete(self, tenant: str, memory: dict[str, Any]) -> str:
-        """Produce the tombstone of ``memory``; return its consistency token."""
-        record = {
-            "tenant": tenant, "memory_id": memory["memory_id"],
-            "event_id": f"delete-{uuid.uuid4()}", "event_time": int(time.time() * 1000),
-            "session_id": memory["session_id"], "kind": memory["kind"],
-            # The content goes: text, hash and vector are blanked in the tombstone, and
-            # compaction drops the older records that held them.
-            "text": "", "content_hash": "", "embedding": b"", "model_id": memory["model_id"],
-            "dimension": 0, "value": None, "confidence": 0.0,
-            "occurrence_count": memory["occurrence_count"],
-            "source_event_ids": list(memory["source_event_ids"]), "merges": [],
-            "deleted": True, "scorer_version": None,
-        }
-        topic = self.settings.topic(MEMORIES)
-        value = self._codec.encode(subject_for(self.settings, self._spec),
-                                   latest_schema(self._spec.schema), record)
-        result: dict[str, Any] = {}
-
-        def delivered(err: Any, msg: Any) -> None:
-            result["err"], result["msg"] = err, msg
-
-        self._producer.produce(
-            topic, key=f"{tenant}:{memory['memory_id']}".encode(), value=value,
-            partition=partition_for_tenant(tenant, self._partition_count(topic)),
-            headers=[(DELETION_HEADER, b"1")],  # memorize reads only these of memories.v1
-            on_delivery=delivered,
-        )
-        self._producer.flush(self.settings.request_timeout_s)
-        if "msg" not in result:
-            raise UnavailableError(f"{topic}: no delivery report for the tombstone")
-        if result["err"] is not None:
-            raise DeliveryError(f"{topic}: tombstone not delivered: {result['err'].str()}")
-        msg = result["msg"]
-        return f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
-
-    def _partition_count(self, topic: str) -> int:
-        if self._partitions is None:
-            meta = self._producer.list_topics(topic, timeout=self.settings.request_timeout_s)
-            self._partitions = len(meta.topics[topic].partitions)
-        return self._partitions
-
-    def close(self) -> None:
-        """Deliver anything pending."""
-        self._producer.flush(self.settings.request_timeout_s)

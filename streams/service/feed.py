@@ -3,7 +3,10 @@
 It uses no consumer group: partitions are assigned at the replica's own offsets (from its
 snapshot, or the beginning), so every service instance is an independent replica and
 nothing it does moves another consumer. Snapshots are taken in this thread, between
-batches, every ``snapshot_every_records`` records or ``snapshot_every_s`` seconds.
+batches, every ``snapshot_every_records`` records or ``snapshot_every_s`` seconds, and at
+once after a memory was deleted: as soon as the replica has caught up (so the summaries
+re-derived in the delete's transaction are in too), a snapshot replaces every older one,
+so no snapshot on disk keeps a deleted memory or a summary that quoted it.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class ReplicaFeed:
         self._since_snapshot = 0
         self._last_snapshot = time.monotonic()
         self._consumer: Consumer | None = None
+        self._high_at = 0.0  # when the end offsets were last read
+        self._purge_after: float | None = None  # a deletion applied at this time, not saved
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -153,6 +158,7 @@ class ReplicaFeed:
     def _apply(self, consumer: Consumer, msgs: list) -> None:  # type: ignore[type-arg]
         replica, base_of, decode, readers = (
             self.replica, self._base_of, self._codec.decode, self._readers)
+        deletions = replica.deletions
         with replica.lock:
             for msg in msgs:
                 err = msg.error()
@@ -177,6 +183,8 @@ class ReplicaFeed:
                     value = None
                 replica.apply(base, msg.partition(), msg.offset(), value)
             replica.sync(build=False)
+            if replica.deletions != deletions:  # the latest one counts
+                self._purge_after = time.monotonic()
         replica.build_graphs()
         self._since_snapshot += len(msgs)
 
@@ -197,6 +205,7 @@ class ReplicaFeed:
                 logger.warning("watermarks of %s[%d]: %s", tp.topic, tp.partition, exc)
                 continue
             self.high[(self._base_of[tp.topic], tp.partition)] = high
+        self._high_at = time.monotonic()
 
     def lag(self) -> int:
         """Records (and markers) between what was applied and the end of each partition."""
@@ -207,6 +216,10 @@ class ReplicaFeed:
     def _maybe_snapshot(self) -> None:
         if self.snapshots is None or not self._since_snapshot:
             return
+        purge = self._purge_after
+        if purge is not None and self._high_at > purge and self.lag() == 0:
+            self.snapshot(purge=True)
+            return
         due = (
             self._since_snapshot >= self.settings.snapshot_every_records
             or time.monotonic() - self._last_snapshot >= self.settings.snapshot_every_s
@@ -214,10 +227,17 @@ class ReplicaFeed:
         if due:
             self.snapshot()
 
-    def snapshot(self) -> None:
-        """Write a snapshot now."""
+    def snapshot(self, purge: bool = False) -> None:
+        """Write a snapshot now; with ``purge`` (or a deletion not yet saved) delete every
+        older one."""
         assert self.snapshots is not None
+        pending = self._purge_after
+        # Caught up since the deletion: the summaries re-derived with it are in this one.
+        complete = pending is not None and self._high_at > pending and self.lag() == 0
         with self.replica.lock:
-            self.snapshots.save(self.replica, self.topics)
+            self.snapshots.save(self.replica, self.topics,
+                                keep=1 if purge or pending is not None else None)
+        if complete:
+            self._purge_after = None
         self._since_snapshot = 0
         self._last_snapshot = time.monotonic()

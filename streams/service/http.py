@@ -329,7 +329,7 @@ def create_app(service: ReadService) -> FastAPI:
         found = service.replica.get(tenant, memory_id)
         if found is None:
             raise HTTPException(404, f"no memory {shown(memory_id)}")
-        token = await run_in_threadpool(service.tombstones.delete, tenant, found)
+        token = await run_in_threadpool(service.commands.delete, tenant, found)
         applied = True
         try:
             await service.gate.wait(tenant, service.gate.positions(tenant, token))

@@ -80,7 +80,8 @@ def rebuild_index(
         else:
             parts = _rebuild_parallel(settings, balanced_shares(sizes, jobs), tmp, progress)
         model_id = canonical_model_id(settings.embedding_model)
-        path = store.commit(tmp, manifest(model_id, 0, feed_topics(settings), parts))
+        # keep=1: the snapshots it replaces may predate deletes the log now holds.
+        path = store.commit(tmp, manifest(model_id, 0, feed_topics(settings), parts), keep=1)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

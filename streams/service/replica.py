@@ -52,6 +52,7 @@ class Replica:
     )
     skipped: Counter[str] = field(default_factory=Counter)
     applied: int = 0
+    deletions: int = 0  # deleted memories applied (the feed then replaces the snapshots)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # -- writes (the feed thread) ----------------------------------------------------------
@@ -69,8 +70,8 @@ class Replica:
         tenant = m["tenant"]
         if m.get("deleted"):
             shard = self.tenants.get(tenant)
-            if shard is not None:
-                shard.remove(m["memory_id"])
+            if shard is not None and shard.remove(m["memory_id"]):
+                self.deletions += 1
             return
         if not self.dimension and m["model_id"] == self.model_id:
             self.dimension = int(m["dimension"])  # a rebuild that loads no model learns it here

@@ -54,12 +54,14 @@ class SnapshotStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def save(self, replica: Replica, topics: dict[str, str]) -> Path:
-        """Write a snapshot of ``replica`` (caller holds its lock) and make it CURRENT."""
+    def save(self, replica: Replica, topics: dict[str, str], keep: int | None = None) -> Path:
+        """Write a snapshot of ``replica`` (caller holds its lock) and make it CURRENT;
+        ``keep=1`` deletes every older snapshot (after a deletion: none may keep it)."""
         started = time.monotonic()
         tmp = self.begin()
         part = write_part(tmp, replica, "")
-        final = self.commit(tmp, manifest(replica.model_id, replica.dimension, topics, [part]))
+        final = self.commit(tmp, manifest(replica.model_id, replica.dimension, topics, [part]),
+                            keep=keep)
         logger.info("snapshot %s: %d records applied, written in %.2fs",
                     final, replica.applied, time.monotonic() - started)
         return final
@@ -73,8 +75,9 @@ class SnapshotStore:
         os.chmod(tmp, 0o700)
         return tmp
 
-    def commit(self, tmp: Path, manifest: dict[str, Any]) -> Path:
-        """Write ``manifest`` into ``tmp``, then make ``tmp`` the CURRENT snapshot."""
+    def commit(self, tmp: Path, manifest: dict[str, Any], keep: int | None = None) -> Path:
+        """Write ``manifest`` into ``tmp``, then make ``tmp`` the CURRENT snapshot, keeping
+        ``keep`` snapshots (default ``KEEP``)."""
         _write_bytes(tmp / "manifest.json", json.dumps(manifest).encode())
         restrict_tree(tmp)  # every tenant's text: the owner's only, whatever the umask
         _fsync_path(tmp)
@@ -84,7 +87,7 @@ class SnapshotStore:
         _write_bytes(self.directory / "CURRENT.tmp", json.dumps({"snapshot": name}).encode())
         os.replace(self.directory / "CURRENT.tmp", self.directory / "CURRENT")
         _fsync_path(self.directory)
-        self._prune(keep=name)
+        self._prune(name, KEEP if keep is None else keep)
         return final
 
     def load(self, model_id: str, dimension: int, topics: dict[str, str],
@@ -143,10 +146,10 @@ class SnapshotStore:
         if self.directory.exists():
             shutil.rmtree(self.directory)
 
-    def _prune(self, keep: str) -> None:
+    def _prune(self, current: str, count: int) -> None:
         names = sorted(p.name for p in self.directory.iterdir() if p.is_dir() and p.name.isdigit())
-        for name in names[:-KEEP]:
-            if name != keep:
+        for name in names[:-count]:
+            if name != current:
                 shutil.rmtree(self.directory / name, ignore_errors=True)
         for leftover in self.directory.glob(".tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -1,7 +1,7 @@
 """One tenant's vectors: exact search below a size threshold, HNSW above it.
 
-Rows are append-only: a memory's vector keeps its row, a deleted memory's row is only
-marked dead (filtered out of every search). Exact search is a matrix-vector product over
+Rows are append-only: a memory's vector keeps its row, a deleted memory's row is marked
+dead (filtered out of every search) and zeroed. Exact search is a matrix-vector product over
 the live rows. Once a tenant holds ``exact_max`` rows an HNSW graph (inner product on
 unit vectors = cosine) is built over them; rows added later are searched exactly as a
 "tail" until ``sync`` adds them to the graph in one batch, so a single write never pays
@@ -94,8 +94,14 @@ class TenantVectors:
             self._normalized = self.rows
 
     def kill(self, row: int) -> None:
-        """Mark a row dead: it is never returned again."""
+        """Mark a row dead: it is never returned again, and its vector is zeroed here and
+        in the graph's copy, so no snapshot keeps a deleted memory's vector."""
         self.alive[row] = False
+        self.matrix[row] = 0.0
+        if self.ann is not None and row < self.ann.ntotal:
+            storage = faiss.downcast_index(self.ann.storage)
+            stored = faiss.rev_swig_ptr(storage.get_xb(), self.ann.ntotal * self.dimension)
+            stored[row * self.dimension : (row + 1) * self.dimension] = 0.0
 
     def sync(self, *, build: bool = True) -> None:
         """Add a long tail to the graph; with ``build``, also build the graph once past

@@ -120,14 +120,22 @@ def test_delete_goes_through_the_log_and_disappears_from_recall(
     with MemoryClient(service.url, "tok-acme") as acme:
         assert acme.recall(text, consistency_token=sent.consistency_token)[0]["memory_id"] == mid
         deleted = acme.delete(mid)
+        # The read service writes a command; it never writes memories.v1.
         assert deleted["applied"] and deleted["consistency_token"].startswith(
-            settings.topic("memories.v1"))
+            settings.topic("commands.v1"))
         assert mid not in {h["memory_id"] for h in acme.recall(text, k=10)}
         with pytest.raises(NotFound):
             acme.get(mid)
-    records = [r.value for r in read_topic(settings, "memories.v1")
-               if r.key == f"acme:{mid}" and r.value]
-    assert records[-1]["deleted"] and records[-1]["text"] == "" and records[-1]["embedding"] == b""
+    (command,) = [r for r in read_topic(settings, "commands.v1") if r.key == f"acme:{mid}"]
+    assert command.value["action"] == "DELETE" and command.value["memory_id"] == mid
+    assert command.value["source_event_ids"] == [sent.event_id]
+    assert text not in repr(command.value), "a command carries ids, never the content"
+    records = [r for r in read_topic(settings, "memories.v1") if r.key == f"acme:{mid}"]
+    last = records[-1].value
+    assert last is not None
+    assert last["deleted"] and last["text"] == "" and last["embedding"] == b""
+    # memorize applied it: its deleted record names the command as its last change.
+    assert last["event_id"] == command.value["event_id"] and last["occurrence_count"] == 1
     # A second replica built from the log alone does not have it either.
     other = Service(settings, service.tmp).start()
     try:

@@ -31,6 +31,7 @@ EXPECTED_FILES = {
     "voice-1.avsc",
     "transcript-1.avsc",
     "scored-1.avsc",
+    "command-1.avsc",
     "memory-1.avsc",
     "memory-2.avsc",
     "summary-1.avsc",
@@ -119,6 +120,7 @@ def test_load_schema_versions_groups_and_sorts_by_subject() -> None:
         "memory",
         "summary",
         "deadletter",
+        "command",
     }
     assert [v.version for v in by_base["telemetry"]] == [1, 2]
     first = by_base["telemetry"][0]

@@ -24,12 +24,15 @@ def test_every_topic_has_a_schema_with_its_key_field() -> None:
 def test_declared_topics_match_architecture() -> None:
     names = {t.base for t in TOPICS}
     assert names == {"telemetry.v1", "feedback.v1", "voice.v1", "transcripts.v1", "scored.v1",
-                     "memories.v1", "summaries.v1", "deadletter.v1"}
+                     "commands.v1", "memories.v1", "summaries.v1", "deadletter.v1"}
     if ARCHITECTURE.exists():
         text = ARCHITECTURE.read_text(encoding="utf-8")
-        assert all(f"| {name} |" in text for name in names)
+        # the command topic's row reads "memory-commands (e.g. commands.v1)"
+        assert all(f"| {name} |" in text for name in names - {"commands.v1"})
+        assert "commands.v1" in text
+    # commands.v1 too: a replay re-applies every delete, so deletes are kept for good
     assert {t.base for t in TOPICS if t.cleanup_policy == "compact"} == {
-        "memories.v1", "summaries.v1"}
+        "commands.v1", "memories.v1", "summaries.v1"}
 
 
 def test_voice_limit_fits_the_topic() -> None:

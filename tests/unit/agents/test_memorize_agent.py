@@ -366,11 +366,17 @@ def test_empty_and_oversize_text_are_dead_lettered(
     assert texts_embedded(agent) == 1
 
 
-# -- deletions (the read service writes deleted=true records to memories.v1) -----------------
-def _deletion(memory: dict[str, Any]) -> InputRecord:
-    record = {**memory, "text": "", "content_hash": "", "embedding": b"", "dimension": 0,
-              "deleted": True, "event_id": "delete-1", "merges": []}
-    return decoded("memories.v1", record)
+# -- deletes (the read service writes DELETE commands to commands.v1) -------------------------
+def _delete(mid: str, event_ids: tuple[str, ...] = (), command_id: str = "cmd-1") -> InputRecord:
+    return decoded("commands.v1", {
+        "tenant": "acme", "memory_id": mid, "event_id": command_id, "action": "DELETE",
+        "event_time": 1_700_000_100_000, "requested_by": "read-service",
+        "source_event_ids": list(event_ids)})
+
+
+def test_memorize_reads_commands_not_its_own_output(agent: MemorizeAgent) -> None:
+    assert agent.inputs == ("scored.v1", "commands.v1")
+    assert "memories.v1" not in agent.inputs
 
 
 def test_a_deletion_sticks_when_its_content_comes_again(
@@ -379,11 +385,15 @@ def test_a_deletion_sticks_when_its_content_comes_again(
     agent.process([scored(PASSWORD, event_id="e-1", value=0.5, confidence=0.65)], ctx)
     ctx.commit()
     mid = memory_id("acme", PASSWORD)
-    agent.process([_deletion(ctx.sent_to("memories.v1")[-1])], ctx)
+    agent.process([_delete(mid, ("e-1",))], ctx)
     ctx.commit()
     gone = stored_memory(ctx, mid)
     assert gone["deleted"] and gone["text"] == "" and gone["embedding"] == b""
-    assert ctx.sent_to("memories.v1")[-1]["deleted"], "the deletion is re-asserted on the log"
+    assert gone["content_hash"] == "" and gone["value"] is None and gone["merges"] == []
+    written = ctx.sent_to("memories.v1")[-1]
+    assert written["deleted"] and written["text"] == "" and written["event_id"] == "cmd-1"
+    assert ctx.sent[-1].key == f"acme:{mid}", "same key as the memory: compaction drops it"
+    assert PASSWORD not in repr(written)
     agent.on_assigned(ALL, ctx.committed())
     assert agent.indexes.nearest("acme", agent.embedder.embed([PASSWORD])[0], k=1) == []
 
@@ -398,25 +408,58 @@ def test_a_deletion_sticks_when_its_content_comes_again(
         memory_id("acme", PASSWORD_PARAPHRASE)}, "the deleted memory is not resurrected"
 
     before = len(ctx.sent)
-    agent.process([_deletion(again)], ctx)  # its own re-assertion, read back: nothing to do
+    agent.process([_delete(mid, command_id="cmd-2")], ctx)  # deleted twice: nothing to do
     assert len(ctx.sent) == before
 
 
-def test_a_deletion_read_before_the_memory_is_replayed_still_holds(
+def test_a_delete_read_before_the_memory_is_replayed_still_holds(
     agent: MemorizeAgent, ctx: RecordingBatchContext
 ) -> None:
-    """A replay re-reads memories.v1 from the start: the deletion may come first."""
-    tombstone = {
-        "tenant": "acme", "memory_id": memory_id("acme", PASSWORD), "event_id": "delete-1",
-        "event_time": 1_700_000_000_000, "session_id": "s-1", "kind": "QUERY", "text": "",
-        "content_hash": "", "embedding": b"", "model_id": MODEL, "dimension": 0, "value": None,
-        "confidence": 0.0, "occurrence_count": 1, "source_event_ids": ["e-1"], "merges": [],
-        "deleted": True, "scorer_version": None,
-    }
-    agent.process([decoded("memories.v1", tombstone)], ctx)
+    """A replay re-reads commands.v1 from the start: the delete may come first."""
+    agent.process([_delete(memory_id("acme", PASSWORD), ("e-1",))], ctx)
     agent.process([scored(PASSWORD, event_id="e-1", value=0.5, confidence=0.65)], ctx)
     ctx.commit()
     memory = stored_memory(ctx, memory_id("acme", PASSWORD))
     assert memory["deleted"] and memory["occurrence_count"] == 1
     assert memory["source_event_ids"] == ["e-1"] and memory["text"] == ""
     assert all(m["deleted"] for m in ctx.sent_to("memories.v1"))
+    assert all(PASSWORD not in repr(m) for m in ctx.sent_to("memories.v1"))
+
+
+def test_a_replay_that_reads_the_delete_first_writes_the_same_deleted_memory(
+    memorize_agent_factory: MemorizeFactory, batch_ctx_factory: BatchCtxFactory
+) -> None:
+    """The near duplicate merged before the delete stays in it when a replay reads the
+    delete first (it would otherwise become a memory of its own), and the deleted record
+    is byte for byte the one the first run wrote."""
+    secret = "The staging database password is hunter2-prod-7731."
+    near = "Reminder: the staging database password is hunter2-prod-7731."  # cosine 0.98
+    mid = memory_id("acme", secret)
+    events = [scored(secret, event_id="e-1", value=0.5, confidence=0.65),
+              scored(near, event_id="e-3", value=0.9, confidence=0.8),
+              scored(secret, event_id="e-5")]
+    later = [scored(secret, event_id="e-6", value=0.2, confidence=0.5)]
+
+    first, ctx_a = memorize_agent_factory(), batch_ctx_factory("content", "memories")
+    for record in events:
+        first.process([record], ctx_a)
+        ctx_a.commit()
+    merged = stored_memory(ctx_a, mid)
+    assert merged["source_event_ids"] == ["e-1", "e-3", "e-5"], "e-3 merged as a near dup"
+    first.process([_delete(mid, ("e-1", "e-3", "e-5"))], ctx_a)
+    first.process(later, ctx_a)
+    ctx_a.commit()
+
+    replay = memorize_agent_factory()
+    ctx_b = batch_ctx_factory("content", "memories", name="replay")
+    replay.process([_delete(mid, ("e-1", "e-3", "e-5"))], ctx_b)
+    for record in [*events, *later]:
+        replay.process([record], ctx_b)
+        ctx_b.commit()
+    assert all(m["deleted"] for m in ctx_b.sent_to("memories.v1")), "nothing came back"
+    assert stored_memory(ctx_b, mid) == stored_memory(ctx_a, mid)
+    final = stored_memory(ctx_b, mid)
+    assert final["occurrence_count"] == 4 and final["source_event_ids"] == [
+        "e-1", "e-3", "e-5", "e-6"]
+    assert final["event_id"] == "cmd-1" and final["value"] is None and "hunter2" not in repr(
+        final)

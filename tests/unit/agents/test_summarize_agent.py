@@ -104,3 +104,35 @@ def test_one_changelog_record_per_changed_window_per_batch(tmp_path: Path) -> No
     keys = [k for k, _v in changelog]
     assert len(keys) == len(set(keys)) == 4  # three windows and the stream time
     store.close()
+
+
+def test_a_delete_command_rederives_the_summary_of_an_evicted_window(tmp_path: Path) -> None:
+    from agents.dedupe import memory_id_of_hash
+    from streams.processing.store import decode_value
+
+    changelog: list[tuple[bytes, bytes | None]] = []
+    store = open_store(tmp_path / "c", changelog)
+    ctx = Context({(STORE, 0): store})
+    summarize = agent()
+    summarize.on_assigned(frozenset({0}), ctx)
+    summarize.process([scored("secret", T0 + MIN), scored("b", T0 + 2 * MIN),
+                       scored("c", T0 + 3 * HOUR)], ctx)  # hour 0 closed and evicted
+    store.send_changes()
+    store.apply(None)
+    assert "secret: rotate" in ctx.sent[0]["text"]
+    ctx.sent.clear()
+    summarize.on_assigned(frozenset({0}), ctx)
+    command = InputRecord("commands.v1", 0, 7, b"acme:m", b"", {
+        "tenant": "acme", "memory_id": memory_id_of_hash("acme", "h-secret"),
+        "event_id": "cmd-1", "action": "DELETE", "event_time": T0 + 4 * HOUR,
+        "requested_by": "read-service", "source_event_ids": []})
+    summarize.process([command], ctx)
+    store.send_changes()
+    store.apply(None)
+    (again,) = ctx.sent
+    assert again["window_start"] == T0 and again["event_ids"] == ["b"]
+    assert "secret" not in again["text"] and "secret" not in again["key_terms"]
+    latest = {k: v for k, v in changelog}  # the changelog after compaction
+    assert not any(b"secret: rotate" in v for v in latest.values() if v is not None)
+    assert not any("secret: rotate" in str(decode_value(v)) for v in latest.values() if v)
+    store.close()

@@ -32,9 +32,10 @@ class DictStore:
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
-    def committed_items(self) -> Iterator[tuple[str, Any]]:
-        for key, raw in list(self.data.items()):
-            yield key, json.loads(raw)
+    def committed_items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        for key, raw in sorted(self.data.items()):
+            if key.startswith(prefix):
+                yield key, json.loads(raw)
 
 
 def item(
@@ -213,3 +214,55 @@ def test_a_batch_writes_each_changed_window_once(windows_factory) -> None:  # ty
     assert len(writes) == 3  # the windows of s0 and s1, and the stream time
     restarted = windows_factory(store)
     assert restarted.open_windows == windows.open_windows == 2
+
+
+# -- forgetting: a deleted memory leaves every summary that quoted it ------------------------
+SECRET = "The staging database password is hunter2-prod."
+NEAR_SECRET = "the staging db password is hunter2-prod!!"  # merged into it as a near duplicate
+
+
+def quoted(window: dict[str, Any]) -> str:
+    return summarize_window(window).text + " ".join(summarize_window(window).key_terms)
+
+
+def test_forget_rederives_closed_and_open_windows_and_keeps_the_memory_out(
+    windows_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    store = DictStore()
+    windows = windows_factory(store, grace_ms=10 * MIN)
+    windows.add(item("a", T0 + 5 * MIN, text=SECRET))
+    windows.add(item("b", T0 + 6 * MIN, text="How do I rotate the billing keys?"))
+    windows.add(item("near", T0 + 7 * MIN, text=NEAR_SECRET))
+    closed = windows.add(item("c", T0 + 2 * HOUR, text=SECRET)).emissions  # hour 0 closed
+    assert "hunter2" in quoted(closed[0].window)
+    windows.add(item("d", T0 + 2 * HOUR + MIN, text="Lunch is at noon."))
+    windows.flush()
+    assert any(k.startswith("c\x00acme\x00") for k in store.data), "hour 0 was archived"
+
+    from agents.dedupe import memory_id_of_hash
+    mid = memory_id_of_hash("acme", f"h-{SECRET}")
+    again = windows_factory(store)  # a restarted worker: the archive is in the store
+    emissions = again.forget("acme", mid, ["a", "near"])
+    assert [(e.window["start"], e.first) for e in emissions] == [(T0, False)], \
+        "the closed window is emitted again; the open one is not emitted yet"
+    assert sorted(emissions[0].window["events"]) == ["b"]
+    assert "hunter2" not in quoted(emissions[0].window)
+    again.flush()
+    assert "hunter2" not in json.dumps(store.data), "no copy of the text left in the state"
+
+    # Later: the same content (another event id) and the near duplicate's id stay out.
+    assert again.add(item("e", T0 + 2 * HOUR + 2 * MIN, text=SECRET)).outcome is \
+        Outcome.FORGOTTEN
+    out = again.add(item("z", T0 + 4 * HOUR, text="Deploy on Friday.")).emissions
+    assert [sorted(e.window["events"]) for e in out] == [["d"]]
+
+
+def test_forgotten_events_still_move_stream_time(windows_factory) -> None:  # type: ignore[no-untyped-def]
+    """A replay may read the delete before the event; windows must close alike."""
+    from agents.dedupe import memory_id_of_hash
+    windows = windows_factory()
+    windows.add(item("a", T0 + 5 * MIN))
+    windows.forget("acme", memory_id_of_hash("acme", f"h-{SECRET}"), [])
+    result = windows.add(item("s", T0 + HOUR + MIN, text=SECRET))
+    assert result.outcome is Outcome.FORGOTTEN
+    assert [sorted(e.window["events"]) for e in result.emissions] == [["a"]]

@@ -137,7 +137,7 @@ class FakeOffsets:
         pass
 
 
-class FakeTombstones:
+class FakeCommands:
     def __init__(self, replica: Any, memory_factory: Any) -> None:
         self.replica, self.make = replica, memory_factory
 
@@ -145,7 +145,7 @@ class FakeTombstones:
         n = int(memory["memory_id"].rsplit("m", 1)[1])
         with self.replica.lock:
             self.replica.apply("memories.v1", 0, 999, self.make(tenant, n, deleted=True))
-        return f"memories.v1:{partition_for_tenant(tenant, 4)}:0"
+        return f"commands.v1:{partition_for_tenant(tenant, 4)}:0"
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def _service(replica_factory: Any, memory_factory: Any, embedder: Any,
         config, replica, feed, ConsistencyGate(config, feed, offsets),  # type: ignore[arg-type]
         embedder,
         TokenTable.parse("tok-acme=acme,tok-globex=globex"), ServiceMetrics(),
-        FakeTombstones(replica, memory_factory), model_error,  # type: ignore[arg-type]
+        FakeCommands(replica, memory_factory), model_error,  # type: ignore[arg-type]
     )
 
 

@@ -40,6 +40,8 @@ def test_pack_dedupes_and_respects_the_budget() -> None:
 def test_consistency_tokens_parse_with_a_prefix() -> None:
     assert parse_token("p.telemetry.v1:2:41,p.memories.v1:2:7", "p.") == [
         Position("telemetry.v1", 2, 41), Position("memories.v1", 2, 7)]
+    # what DELETE answers: the command's position, which memorize applies
+    assert parse_token("p.commands.v1:1:3", "p.") == [Position("commands.v1", 1, 3)]
     for bad in ("telemetry.v1:x:1", "nope.v1:0:1", "deadletter.v1:0:1", "junk"):
         with pytest.raises(BadToken):
             parse_token(bad)

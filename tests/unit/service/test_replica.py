@@ -86,8 +86,14 @@ def test_hnsw_above_the_threshold_keeps_recall_and_honours_filters_and_deletes(
         agree += len(set(got) & set(brute_force(replica, "acme", q, 10)))
     assert agree / 500 >= 0.95
     with replica.lock:
+        row = shard.row_of["acme-m42"]
         replica.apply("memories.v1", 0, 10**6, memory_factory("acme", 42, deleted=True))
     assert "acme-m42" not in [h.memory["memory_id"] for h in replica.recall("acme", unit(42), k=5)]
+    # The deleted memory's vector is gone from the matrix and from the graph's own copy.
+    assert not shard.vectors.matrix[row].any()
+    assert shard.vectors.ann is not None
+    assert not shard.vectors.ann.reconstruct(row).any()
+    assert replica.deletions == 1
     hits = replica.recall("acme", unit(42), k=10, filters=RecallFilters(kinds=("RESPONSE",)))
     assert len(hits) == 10 and all(h.memory["kind"] == "RESPONSE" for h in hits)
 

@@ -98,3 +98,62 @@ def test_snapshots_are_private(replica_factory, tmp_path: Path) -> None:  # type
     files = [p for p in serve.rglob("*") if p.is_file()]
     assert files and all(mode(p) == 0o600 for p in files)
     assert (serve / "CURRENT").exists()
+
+
+def test_a_purging_save_leaves_no_older_snapshot_with_a_deleted_memory(
+    replica_factory, memory_factory, tmp_path: Path
+) -> None:
+    replica = replica_factory(50, exact_max=20)  # HNSW: the graph keeps a copy of each row
+    store = SnapshotStore(tmp_path / "snap")
+    doomed = replica.get("acme", "acme-m7")
+    assert doomed is not None
+    row = replica.tenants["acme"].row_of["acme-m7"]
+    marker = replica.tenants["acme"].vectors.matrix[row].tobytes()[:64]  # a copy
+    store.save(replica, TOPICS)
+    store.save(replica, TOPICS)
+    with replica.lock:
+        replica.apply("memories.v1", 0, 10**6, memory_factory("acme", 7, deleted=True))
+    store.save(replica, TOPICS)  # the default keeps the previous one...
+    kept = [p for p in (tmp_path / "snap").iterdir() if p.name.isdigit()]
+    assert len(kept) == 2
+    store.save(replica, TOPICS, keep=1)  # ...a purge does not
+    (only,) = [p for p in (tmp_path / "snap").iterdir() if p.name.isdigit()]
+    entry = next(t for t in json.loads((only / "manifest.json").read_text())["tenants"]
+                 if t["tenant"] == "acme")  # globex-m7 has the same vector: not that one
+    blobs = b"".join(f.read_bytes() for f in only.glob(f"{entry['file']}.*"))
+    assert entry["hnsw"] and marker not in blobs, "the vector is in no file (matrix, graph)"
+    loaded = store.load(MODEL, DIM, TOPICS, IndexPolicy(exact_max=20))
+    assert loaded is not None and "acme-m7" not in loaded.tenants["acme"].meta
+
+
+def test_the_feed_replaces_every_snapshot_until_one_is_caught_up_after_the_deletion(
+    replica_factory, memory_factory, tmp_path: Path
+) -> None:
+    """A snapshot taken before the summaries re-derived with a delete were applied keeps
+    the purge pending: the next one still replaces all older snapshots."""
+    import time
+
+    from streams.service.feed import ReplicaFeed
+    from streams.settings import load_settings
+
+    replica = replica_factory(20)
+    snapshots = SnapshotStore(tmp_path / "feed")
+    feed = ReplicaFeed(load_settings(), replica, snapshots)
+    feed.snapshot()
+    feed.snapshot()
+    with replica.lock:
+        replica.apply("memories.v1", 0, 10**6, memory_factory("acme", 3, deleted=True))
+    feed._purge_after = time.monotonic()  # what _apply does on a deletion
+    feed.high = {("summaries.v1", 0): 10**9}  # the re-derived summary not applied yet
+    feed._high_at = time.monotonic()
+    feed._since_snapshot = 1
+    feed.snapshot()  # e.g. due by record count, while behind
+    digits = [p for p in (tmp_path / "feed").iterdir() if p.name.isdigit()]
+    assert len(digits) == 1 and feed._purge_after is not None, "still pending"
+    feed.high = {}  # caught up
+    feed._high_at = time.monotonic()
+    feed._since_snapshot = 1
+    feed._maybe_snapshot()
+    assert feed._purge_after is None
+    feed.snapshot()  # afterwards the usual two are kept again
+    assert len([p for p in (tmp_path / "feed").iterdir() if p.name.isdigit()]) == 2
