@@ -46,6 +46,13 @@ def forgotten_event_key(tenant: str, event_id: str) -> str:
     return f"{FORGOTTEN_EVENT}{tenant}{SEP}{event_id}"
 
 
+# A deleted memory keeps no validity interval or supersession: those depend on the order
+# in which the delete and the events were read, and a replay may read the delete first.
+_NO_RELATIONS: dict[str, Any] = {
+    "valid_from": None, "supersedes": None, "superseded_by": None, "superseded_at": None,
+}
+
+
 class MemorizeAgent:
     """Turns scored events into memories, merging exact and near duplicates."""
 
@@ -148,7 +155,8 @@ class MemorizeAgent:
         memory.update(text="", content_hash="", embedding=b"", dimension=0, deleted=True,
                       session_id="", kind="", value=None, confidence=0.0, merges=[],
                       scorer_version=None, event_id=v["event_id"],
-                      event_time=max(memory["event_time"], to_millis(v["event_time"])))
+                      event_time=max(memory["event_time"], to_millis(v["event_time"])),
+                      **_NO_RELATIONS)
         self.indexes.remove(tenant, mid)
         self._save(memory, memories, ctx)
         logger.info("memory %s of tenant %s deleted", mid, tenant)
@@ -161,7 +169,7 @@ class MemorizeAgent:
             "session_id": "", "kind": "", "text": "", "content_hash": "", "embedding": b"",
             "model_id": self.embedder.model_id, "dimension": 0, "value": None,
             "confidence": 0.0, "occurrence_count": 0, "source_event_ids": [], "merges": [],
-            "deleted": True, "scorer_version": None,
+            "deleted": True, "scorer_version": None, **_NO_RELATIONS,
         }
 
     def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:

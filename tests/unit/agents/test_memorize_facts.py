@@ -249,15 +249,11 @@ def test_a_deleted_changed_value_replayed_after_its_deletion_stays_deleted(
 ) -> None:
     """A replay reads the deletion of Tuesday before Tuesday itself: it must neither come
     back nor supersede Friday."""
-    tombstone = {
-        "tenant": "acme", "memory_id": memory_id("acme", TUESDAY), "event_id": "delete-1",
-        "event_time": T1, "session_id": "s-1", "kind": "QUERY", "text": "", "content_hash": "",
-        "embedding": b"", "model_id": agent.embedder.model_id, "dimension": 0, "value": None,
-        "confidence": 0.0, "occurrence_count": 1, "source_event_ids": ["e-2"], "merges": [],
-        "deleted": True, "scorer_version": None,
-    }
+    command = {"tenant": "acme", "memory_id": memory_id("acme", TUESDAY),
+               "event_id": "delete-1", "action": "DELETE", "event_time": T1,
+               "requested_by": "read-service", "source_event_ids": ["e-2"]}
     run(agent, ctx, [scored(FRIDAY, event_id="e-1", event_time=T0)],
-        [decoded("memories.v1", tombstone)], [scored(TUESDAY, event_id="e-2", event_time=T1)])
+        [decoded("commands.v1", command)], [scored(TUESDAY, event_id="e-2", event_time=T1)])
 
     assert stored(ctx, memory_id("acme", FRIDAY))["superseded_by"] is None
     gone = stored(ctx, memory_id("acme", TUESDAY))
