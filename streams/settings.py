@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,7 +90,18 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     session_timeout_ms: int = Field(10_000, ge=6000)
     embedding_model: str = Field(
-        "all-MiniLM-L6-v2", description="sentence-transformers model name or path"
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model name or path, or a folder written by "
+        "`memstream models export-onnx` (loads with onnxruntime + tokenizers only)",
+    )
+    embedding_backend: Literal["onnx-int8", "onnx", "torch"] = Field(
+        "onnx-int8",
+        description="onnx-int8 (int8 weights, blocks of 64), onnx (fp32) or torch "
+        "(sentence-transformers); each has its own model id, so changing it is a model "
+        "migration (docs/operations.md)",
+    )
+    embedding_threads: int = Field(
+        0, ge=0, description="onnxruntime threads per embedder; 0 = the cores, at most 4"
     )
     embed_batch_size: int = Field(64, ge=1, description="texts per embedding call at most")
     near_duplicate_threshold: float = Field(
