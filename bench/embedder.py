@@ -95,7 +95,7 @@ def speed(backends: dict[str, Any], texts: list[str], repeats: int) -> dict[str,
     """sentences/s at batch 64 and 128, batch-1 latency; backends interleaved per repeat."""
     runs: dict[str, dict[str, list[float]]] = {n: {} for n in backends}
     singles = texts[:200]
-    for name, embedder in backends.items():  # warm-up: first-call allocations
+    for embedder in backends.values():  # warm-up: first-call allocations
         embedder.embed(texts[:64])
     for _ in range(repeats):
         for name, embedder in backends.items():

@@ -106,6 +106,9 @@ def export_onnx(
             f"in step 'export-onnx', {exc.name or exc} is not installed: exporting needs the "
             "`torch` extra (pip install 'memstream[torch]')"
         ) from exc
+    if out.is_dir() and any(out.iterdir()) and not is_exported(out):
+        raise ModelError(f"in step 'export-onnx', --out {str(out)!r} exists and is not an "
+                         "ONNX export: give an empty or new folder")
     started = time.perf_counter()
     st = SentenceTransformer(model_path, device="cpu")
     transformer, pooling_module = st[0], st[1]
