@@ -23,6 +23,10 @@ from agents.models.onnx_export import INT8_VARIANT, OnnxManifest
 logger = logging.getLogger(__name__)
 
 
+# Padded tokens per model call at most (rows x longest row); see OnnxEmbedder._sub_batches.
+MAX_BATCH_TOKENS = 2048
+
+
 def default_threads() -> int:
     """Intra-op threads: the cores, at most 4 (a MiniLM batch gains little past that)."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -39,6 +43,8 @@ class OnnxEmbedder:
         batch_size: int = 64,
         threads: int | None = None,
         model_id: str | None = None,
+        max_batch_tokens: int = MAX_BATCH_TOKENS,
+        memory_arena: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -55,6 +61,7 @@ class OnnxEmbedder:
         self.model_id = model_id or f"{manifest.source_model_id}@{variant}"
         self.dimension = manifest.dimension
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.threads = threads or default_threads()
         try:
             import onnxruntime as ort
@@ -65,6 +72,7 @@ class OnnxEmbedder:
             options.inter_op_num_threads = 1
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.enable_cpu_mem_arena = memory_arena
             # No busy-waiting between runs: the worker shares its cores with the stream
             # runtime and whisper, and the read service with its HTTP loop.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -106,16 +114,31 @@ class OnnxEmbedder:
             if self.manifest.do_lower_case:
                 texts = [t.lower() for t in texts]
             encodings = self._tokenizer.encode_batch(list(texts))
-            # Longest first, as sentence-transformers does: batches of like lengths pad less.
-            order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
+            for rows in self._sub_batches([len(e.ids) for e in encodings]):
                 out[rows] = self._run([encodings[i] for i in rows])
         except Exception as exc:
             raise ModelError(
                 f"in step 'embed', model {self.model_id!r} failed on a batch of {len(texts)}: {exc}"
             ) from exc
         return out
+
+    def _sub_batches(self, lengths: list[int]) -> list[list[int]]:
+        """Rows longest first (batches of like lengths pad less), each batch at most
+        ``batch_size`` rows and ``max_batch_tokens`` tokens once padded: one 256-token text
+        would otherwise pad 63 short ones to 256 and cost as much as 64 long texts."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        rows: list[int] = []
+        for i in order:
+            width = lengths[rows[0]] if rows else lengths[i]
+            if rows and (len(rows) == self.batch_size
+                         or (len(rows) + 1) * width > self.max_batch_tokens):
+                batches.append(rows)
+                rows = []
+            rows.append(i)
+        if rows:
+            batches.append(rows)
+        return batches
 
     def _run(self, encodings: list[Any]) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
