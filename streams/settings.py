@@ -94,11 +94,11 @@ class Settings(BaseSettings):
         description="sentence-transformers model name or path, or a folder written by "
         "`memstream models export-onnx` (loads with onnxruntime + tokenizers only)",
     )
-    embedding_backend: Literal["onnx-int8", "onnx", "torch"] = Field(
-        "onnx-int8",
-        description="onnx-int8 (int8 weights, blocks of 64), onnx (fp32) or torch "
-        "(sentence-transformers); each has its own model id, so changing it is a model "
-        "migration (docs/operations.md)",
+    embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        "onnx",
+        description="onnx (fp32 on onnxruntime, no torch), onnx-int8 (int8 weights in blocks "
+        "of 64) or torch (sentence-transformers); each has its own model id, so changing it "
+        "is a model migration (docs/operations.md)",
     )
     embedding_threads: int = Field(
         0, ge=0, description="onnxruntime threads per embedder; 0 = the cores, at most 4"

@@ -31,8 +31,12 @@ from agents.models.onnx_export import (
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("onnx-int8", "onnx", "torch")
-DEFAULT_BACKEND = "onnx-int8"
+BACKENDS = ("onnx", "onnx-int8", "torch")
+# fp32 by measurement (bench/RESULTS.md, "Embedder backends"): the same vectors as torch
+# (cosine 1.0000, no near-duplicate decision changed) at ~5.8 ms per query; int8 met the
+# cosine bar and answers a query in ~3.8 ms, but changed 4 of 360 decisions near the
+# threshold and was no faster batched on this machine.
+DEFAULT_BACKEND = "onnx"
 _VARIANTS = {"onnx-int8": INT8_VARIANT, "onnx": "onnx-fp32"}
 
 

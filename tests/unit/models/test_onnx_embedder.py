@@ -83,7 +83,7 @@ def test_model_ids_name_runtime_and_quantization(
     assert ids == {int8.model_id, fp32.model_id, MODEL}
     # An exported folder given as the model is named by the model it was exported from.
     assert embedding_model_id(str(onnx_export_dir), "onnx-int8") == int8.model_id
-    with pytest.raises(ValueError, match="onnx-int8, onnx, torch"):
+    with pytest.raises(ValueError, match="onnx, onnx-int8, torch"):
         embedding_model_id("all-MiniLM-L6-v2", "tensorflow")
 
 
@@ -177,5 +177,5 @@ def test_the_read_service_without_a_loadable_model_names_the_backend_id(
                                 cache_dir=tmp_path / "cache")
     missing = load_query_model(settings)
     assert isinstance(missing, MissingModel)
-    assert missing.model_id == f"{tmp_path / 'no-such-model'}@onnx-int8-b64"
+    assert missing.model_id == f"{tmp_path / 'no-such-model'}@onnx-fp32"  # the default backend
     assert "no-such-model" in missing.detail
