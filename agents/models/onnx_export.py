@@ -97,7 +97,7 @@ def export_onnx(
     model_path: str, source_model_id: str, out: Path, *, replace: bool = False
 ) -> OnnxManifest:
     """Export the sentence-transformers model at ``model_path`` into ``out`` (created; an
-    export already there is kept unless ``replace``). Needs torch, transformers and onnx."""
+    export already there is kept and returned unless ``replace``). Needs torch and onnx."""
     try:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -106,11 +106,14 @@ def export_onnx(
             f"in step 'export-onnx', {exc.name or exc} is not installed: exporting needs the "
             "`torch` extra (pip install 'memstream[torch]')"
         ) from exc
+    if is_exported(out) and not replace:
+        logger.info("%s already holds an ONNX export: kept (--replace redoes it)", out)
+        return OnnxManifest.read(out)
     if out.is_dir() and any(out.iterdir()) and not is_exported(out):
         raise ModelError(f"in step 'export-onnx', --out {str(out)!r} exists and is not an "
                          "ONNX export: give an empty or new folder")
     started = time.perf_counter()
-    st = SentenceTransformer(model_path, device="cpu")
+    st: Any = SentenceTransformer(model_path, device="cpu")
     transformer, pooling_module = st[0], st[1]
     hf_model = transformer.auto_model.eval()
     tokenizer = transformer.tokenizer
@@ -119,14 +122,6 @@ def export_onnx(
     # sentence-transformers 6 renamed get_sentence_embedding_dimension; >=3 is supported.
     dimension = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
     normalize = any(type(m).__name__ == "Normalize" for m in st)
-    manifest_fields = dict(
-        source_model_id=source_model_id,
-        dimension=int(dimension()),
-        max_seq_length=int(transformer.max_seq_length),
-        pooling=_pooling_mode(pooling_module.get_config_dict()),
-        normalize=normalize,
-        do_lower_case=bool(getattr(transformer, "do_lower_case", False)),
-    )
     sample = tokenizer(["a short sample", "another one, a little longer"], padding=True,
                        return_tensors="pt")
     inputs = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample)
@@ -153,7 +148,16 @@ def export_onnx(
             )
         quantize_blockwise_int8(staging / FP32_FILE, staging / INT8_FILE)
         tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"))
-        manifest = OnnxManifest(inputs=inputs, variants=dict(VARIANT_FILES), **manifest_fields)
+        manifest = OnnxManifest(
+            source_model_id=source_model_id,
+            dimension=int(dimension()),
+            max_seq_length=int(transformer.max_seq_length),
+            pooling=_pooling_mode(pooling_module.get_config_dict()),
+            normalize=normalize,
+            do_lower_case=bool(getattr(transformer, "do_lower_case", False)),
+            inputs=inputs,
+            variants=dict(VARIANT_FILES),
+        )
         manifest.write(staging)  # last: a folder with a manifest is complete
         _replace(staging, out, replace)
     except BaseException:

@@ -179,3 +179,23 @@ def test_the_read_service_without_a_loadable_model_names_the_backend_id(
     assert isinstance(missing, MissingModel)
     assert missing.model_id == f"{tmp_path / 'no-such-model'}@onnx-fp32"  # the default backend
     assert "no-such-model" in missing.detail
+
+
+def test_cli_export_names_the_folder_and_the_setting(
+    onnx_export_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    runner = CliRunner()
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine", encoding="utf-8")
+    refused = runner.invoke(app, ["models", "export-onnx", "--out", str(keep)])
+    assert isinstance(refused.exception, ModelError)
+    assert "is not an ONNX export" in str(refused.exception)
+    # An export already there is kept (no work) and reported with the setting to use.
+    again = runner.invoke(app, ["models", "export-onnx", "--out", str(onnx_export_dir)])
+    assert again.exit_code == 0, again.output
+    assert f"MEMSTREAM_EMBEDDING_MODEL={onnx_export_dir}" in again.output
