@@ -5,7 +5,7 @@ LIMITS.md, which behaves like real text embeddings; ``--isotropic`` for the wors
 in one tenant, through the service's own code (Replica, TenantVectors, SnapshotStore):
 
 - recall p50/p99 with the index alone (embedding excluded), and with the query embedded
-  by the real all-MiniLM-L6-v2 first (embedding included);
+  by the real all-MiniLM-L6-v2 first, on the default backend (embedding included);
 - recall@10 of the tenant's index (HNSW above ``exact_max``) against exact search;
 - snapshot write and load (restart) time;
 - rebuild throughput from the log: memory records produced to a fresh memories.v1, then
@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 
 from agents.models.embedder import vector_to_bytes
+from agents.models.embedding_backends import DEFAULT_BACKEND, embedding_model_id, load_embedder
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
 from streams.service.vectors import IndexPolicy
 from streams.topics import TOPICS as TOPIC_SPECS
 
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# The model id the read service uses by default (its backend named in it).
+MODEL = embedding_model_id("all-MiniLM-L6-v2", DEFAULT_BACKEND)
 DIM = 384
 TOPICS = {"memories.v1": "bench.memories.v1", "summaries.v1": "bench.summaries.v1"}
 
@@ -255,15 +257,14 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--tmp", default=None)
     args = parser.parse_args()
-    import torch
-
-    from agents.models.embedder import SentenceTransformerEmbedder
     from streams.service.run import single_threaded_blas
+    from streams.settings import load_settings
 
     single_threaded_blas()  # as `memstream serve` does
-    embedder = SentenceTransformerEmbedder(batch_size=1)
+    embedder = load_embedder("all-MiniLM-L6-v2", DEFAULT_BACKEND,
+                             cache_dir=load_settings().cache_dir, batch_size=1)
     print(json.dumps({"machine": platform.processor() or platform.machine(),
-                      "torch_threads": torch.get_num_threads(), "args": vars(args)}), flush=True)
+                      "model": embedder.model_id, "args": vars(args)}), flush=True)
     for n in (int(s) for s in args.sizes.split(",") if s):
         print(json.dumps(bench_size(n, args, embedder)), flush=True)
     if args.log_records:

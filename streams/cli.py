@@ -30,9 +30,11 @@ schemas_app = typer.Typer(help="Versioned Avro schemas.", no_args_is_help=True)
 topics_app = typer.Typer(help="memstream's topics.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(schemas_app, name="schemas")
+models_app = typer.Typer(help="The embedding and speech models.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(acls_app, name="acls")
 app.command("migrate-deletions")(migrate_deletions_command)
+app.add_typer(models_app, name="models")
 
 
 def _say(message: str) -> None:
@@ -553,6 +555,30 @@ def replay(
         return
     run_replay(settings, plan, progress=_say)
     typer.echo("reset done: the next `memstream worker` reprocesses from there")
+
+
+# -- models ----------------------------------------------------------------------------------
+@models_app.command("export-onnx")
+def models_export_onnx(
+    out: Annotated[Path, typer.Option("--out", help="folder to write (new or empty)")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="sentence-transformers model name or path; "
+                                 "default: MEMSTREAM_EMBEDDING_MODEL")
+    ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="replace an export in --out")] = False,
+) -> None:
+    """Export the embedding model to ONNX (fp32 + int8) ahead of time (needs the torch extra);
+    point MEMSTREAM_EMBEDDING_MODEL at the folder and loading needs no torch."""
+    from agents.models.embedder import canonical_model_id, resolve_model_path
+    from agents.models.onnx_export import export_onnx
+
+    name = model or _settings().embedding_model
+    manifest = export_onnx(resolve_model_path(name), canonical_model_id(name), out,
+                           replace=replace)
+    typer.echo(
+        f"exported {manifest.source_model_id} to {out} (variants: "
+        f"{', '.join(sorted(manifest.variants))}); run with MEMSTREAM_EMBEDDING_MODEL={out}"
+    )
 
 
 # -- demo ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 # HTTP client libraries that log every request at INFO, URL included (credentials too when
 # they are in it): confluent-kafka's schema-registry client goes through httpx2/httpcore2
 # (httpx/httpcore when that is what is installed).
-QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "faiss",
+QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "faiss", "onnxruntime",
                  "sentence_transformers")
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

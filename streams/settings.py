@@ -113,7 +113,18 @@ class Settings(BaseSettings):
         "timeout hard-exits the worker (code 3) for its supervisor to restart it",
     )
     embedding_model: str = Field(
-        "all-MiniLM-L6-v2", description="sentence-transformers model name or path"
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model name or path, or a folder written by "
+        "`memstream models export-onnx` (loads with onnxruntime + tokenizers only)",
+    )
+    embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        "onnx",
+        description="onnx (fp32 on onnxruntime, no torch), onnx-int8 (int8 weights in blocks "
+        "of 64) or torch (sentence-transformers); each has its own model id, so changing it "
+        "is a model migration (docs/operations.md)",
+    )
+    embedding_threads: int = Field(
+        0, ge=0, description="onnxruntime threads per embedder; 0 = the cores, at most 4"
     )
     embed_batch_size: int = Field(64, ge=1, description="texts per embedding call at most")
     near_duplicate_threshold: float = Field(

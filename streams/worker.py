@@ -69,10 +69,11 @@ def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetric
         )
     if "memorize" in names:
         from agents.memorize import MemorizeAgent
-        from agents.models.embedder import SentenceTransformerEmbedder
+        from agents.models.embedding_backends import load_embedder
 
-        embedder = SentenceTransformerEmbedder(
-            settings.embedding_model, batch_size=settings.embed_batch_size
+        embedder = load_embedder(
+            settings.embedding_model, settings.embedding_backend, cache_dir=settings.cache_dir,
+            batch_size=settings.embed_batch_size, threads=settings.embedding_threads or None,
         )
         agents.append(
             MemorizeAgent(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.models.embedder import canonical_model_id
+from agents.models.embedding_backends import embedding_model_id
 from streams.exceptions import MemstreamError, UnavailableError
 from streams.service.feed import ReplicaFeed, feed_topics
 from streams.service.replica import Replica
@@ -79,7 +79,7 @@ def rebuild_index(
             parts = [rebuild_share(settings, None, tmp, "", _Reporter(progress))]
         else:
             parts = _rebuild_parallel(settings, balanced_shares(sizes, jobs), tmp, progress)
-        model_id = canonical_model_id(settings.embedding_model)
+        model_id = embedding_model_id(settings.embedding_model, settings.embedding_backend)
         # keep=1: the snapshots it replaces may predate deletes the log now holds.
         path = store.commit(tmp, manifest(model_id, 0, feed_topics(settings), parts), keep=1)
     except BaseException:
@@ -118,7 +118,8 @@ def rebuild_share(settings: Settings, partitions: list[int] | None, tmp: Path, p
     file names starting with ``prefix``; return the manifest part (plus ``read_s``)."""
     from streams.service.core import index_policy
 
-    replica = Replica(canonical_model_id(settings.embedding_model), 0, index_policy(settings))
+    model_id = embedding_model_id(settings.embedding_model, settings.embedding_backend)
+    replica = Replica(model_id, 0, index_policy(settings))
     started = time.monotonic()
     feed = ReplicaFeed(settings, replica, None, on_batch=on_batch, partitions=partitions)
     with paused_gc():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from agents.models.embedder import canonical_model_id
+from agents.models.embedding_backends import embedding_model_id
 from agents.models.exceptions import ModelError
 from streams.settings import Settings
 
@@ -41,15 +41,20 @@ def load_query_model(settings: Settings) -> QueryEmbedder | MissingModel:
     A model that does not load (a wrong path, a missing download) leaves the service live but
     not ready: /readyz names the model and the error, recall and context answer 503, and an
     orchestrator sees why instead of a process restarting in a loop."""
-    from agents.models.embedder import SentenceTransformerEmbedder
+    from agents.models.embedding_backends import load_embedder
     from streams.service.core import MissingModel
 
-    name = settings.embedding_model
+    name, backend = settings.embedding_model, settings.embedding_backend
     try:
-        return SentenceTransformerEmbedder(name, batch_size=1)
+        return load_embedder(name, backend, cache_dir=settings.cache_dir, batch_size=1,
+                             threads=settings.embedding_threads or None)
     except ModelError as exc:
         logger.exception("embedding model %s did not load: serving without it, not ready", name)
-        return MissingModel(name, canonical_model_id(name), exc)
+        try:
+            model_id = embedding_model_id(name, backend)
+        except ModelError:
+            model_id = name  # an unreadable export: its snapshots cannot be named either
+        return MissingModel(name, model_id, exc)
 
 
 def single_threaded_blas() -> None:

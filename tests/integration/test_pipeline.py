@@ -207,7 +207,7 @@ def test_pipeline_dedupes_scores_and_dead_letters(stack_settings: Settings, tmp_
     merges = {m["event_id"]: m for m in acme["merges"]}
     assert merges["e2"]["match"] == "exact" and merges["e2"]["similarity"] == 1.0
     assert merges["e3"]["match"] == "near" and 0.9 <= merges["e3"]["similarity"] < 1.0
-    assert acme["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert acme["model_id"] == "sentence-transformers/all-MiniLM-L6-v2@onnx-fp32"
     assert acme["dimension"] == 384 and len(acme["embedding"]) == 384 * 4
     globex = memories[f"globex:{memory_id('globex', 'How do I reset my password?')}"]
     assert globex["occurrence_count"] == 1, "tenants never share memories"

@@ -26,7 +26,7 @@ from streams.service.vectors import IndexPolicy
 from streams.settings import Settings
 from streams.topics import topic_spec
 
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MODEL = "sentence-transformers/all-MiniLM-L6-v2@onnx-fp32"  # the default backend's model id
 DIM = 384
 TENANTS = [f"tenant-{i}" for i in range(7)]
 
