@@ -99,8 +99,8 @@ def export_onnx(
     """Export the sentence-transformers model at ``model_path`` into ``out`` (created; an
     export already there is kept and returned unless ``replace``). Needs torch and onnx."""
     try:
-        import torch
-        from sentence_transformers import SentenceTransformer
+        import torch  # optional: torch
+        from sentence_transformers import SentenceTransformer  # optional: torch
     except ImportError as exc:
         raise ModelError(
             f"in step 'export-onnx', {exc.name or exc} is not installed: exporting needs the "
@@ -171,7 +171,7 @@ def export_onnx(
 def quantize_blockwise_int8(fp32: Path, out: Path, block: int = INT8_BLOCK) -> None:
     """Write ``fp32``'s MatMuls as MatMulNBits: symmetric int8 weights per block of
     ``block`` inputs, int8 compute (accuracy_level 4)."""
-    import onnx
+    import onnx  # optional: torch
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(

@@ -118,3 +118,34 @@ def test_the_sdk_installs_without_the_models_and_produces(
     assert "sent 1, rejected 0" in proc.stdout
     ids = [r.value["event_id"] for r in read_topic(provisioned, "telemetry.v1") if r.value]
     assert ids == ["sdk-only-1"]
+
+
+def test_the_worker_embeds_without_torch_from_an_exported_model(
+        role_venvs: dict[str, Path], tmp_path: Path) -> None:
+    """What the image does: export in an environment with torch, embed in one without."""
+    folder = tmp_path / "minilm-onnx"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+           "MEMSTREAM_CACHE_DIR": str(tmp_path / "cache")}
+    export = subprocess.run([sys.executable, "-m", "streams", "models", "export-onnx",
+                             "--out", str(folder)], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert export.returncode == 0, export.stderr[-4000:]
+    code = ("import sys, json\n"
+            "from pathlib import Path\n"
+            "from agents.models.embedding_backends import load_embedder\n"
+            "e = load_embedder(sys.argv[1], 'onnx', cache_dir=Path(sys.argv[2]))\n"
+            "v = e.embed(['the auth service deploys on Friday'])\n"
+            "print(json.dumps({'id': e.model_id, 'v': v[0].tolist(),\n"
+            "                  'torch': 'torch' in sys.modules}))\n")
+    results = {}
+    for name, python in (("dev", Path(sys.executable)), ("worker", role_venvs["worker"])):
+        run = subprocess.run([str(python), "-c", code, str(folder), str(tmp_path / "cache")],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-4000:]
+        results[name] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert results["worker"]["torch"] is False
+    assert results["worker"]["id"] == results["dev"]["id"]
+    assert results["worker"]["id"].endswith("@onnx-fp32")
+    similarity = sum(a * b for a, b in zip(results["worker"]["v"], results["dev"]["v"],
+                                           strict=True))
+    assert similarity > 0.9999
