@@ -22,11 +22,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def dev_stack() -> Iterator[DevStack]:
-    """The local stack; stopped at the end only if this session started it."""
-    stack = DevStack(load_settings())
-    already = all(c.answering for c in stack.status())
+def _running(stack: DevStack, *, ours: bool) -> Iterator[DevStack]:
+    """``stack``, started if it is not answering (``ours``: started by memstream in its
+    state dir); stopped at the end only if it was started here."""
+    already = all(c.answering and (c.ours or not ours) for c in stack.status())
     if not already:
         stack.up(print)
     yield stack
@@ -34,17 +33,28 @@ def dev_stack() -> Iterator[DevStack]:
         stack.down(print)
 
 
-@pytest.fixture
-def stack_settings(dev_stack: DevStack, request: pytest.FixtureRequest) -> Settings:
-    """Settings for this test: the local stack, and a topic prefix of its own."""
+def _test_settings(stack: DevStack, request: pytest.FixtureRequest) -> Settings:
+    """Settings for one test on ``stack``, with a topic prefix of its own."""
     name = request.node.name.replace("[", "-").replace("]", "")[:40]
     return load_settings(
-        bootstrap_servers=dev_stack.bootstrap,
-        schema_registry_url=dev_stack.registry_url,
+        bootstrap_servers=stack.bootstrap,
+        schema_registry_url=stack.registry_url,
         topic_prefix=f"pytest.{name}.{uuid.uuid4().hex[:8]}.",
         partitions=2,
         request_timeout_s=10.0,
     )
+
+
+@pytest.fixture(scope="session")
+def dev_stack() -> Iterator[DevStack]:
+    """The local stack; stopped at the end only if this session started it."""
+    yield from _running(DevStack(load_settings()), ours=False)
+
+
+@pytest.fixture
+def stack_settings(dev_stack: DevStack, request: pytest.FixtureRequest) -> Settings:
+    """Settings for this test: the local stack, and a topic prefix of its own."""
+    return _test_settings(dev_stack, request)
 
 
 @pytest.fixture
@@ -73,22 +83,10 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         state_dir=Path(home) if home else tmp_path_factory.mktemp("fault-stack"),
         dev_kafka_port=kafka, dev_controller_port=controller, dev_registry_port=registry,
     ))
-    already = all(c.answering and c.ours for c in stack.status())
-    if not already:
-        stack.up(print)
-    yield stack
-    if not already:
-        stack.down(print)
+    yield from _running(stack, ours=True)
 
 
 @pytest.fixture
 def fault_settings(fault_stack: DevStack, request: pytest.FixtureRequest) -> Settings:
     """Settings for a test on the fault stack, with a topic prefix of its own."""
-    name = request.node.name[:40]
-    return load_settings(
-        bootstrap_servers=fault_stack.bootstrap,
-        schema_registry_url=fault_stack.registry_url,
-        topic_prefix=f"pytest.{name}.{uuid.uuid4().hex[:8]}.",
-        partitions=2,
-        request_timeout_s=10.0,
-    )
+    return _test_settings(fault_stack, request)
