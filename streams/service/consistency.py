@@ -46,7 +46,7 @@ from typing import Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.exceptions import MemstreamError
 from streams.partitioning import partition_for_tenant
@@ -363,6 +363,11 @@ class ConsistencyGate:
                     call, left, limiter=self._limiter(), abandon_on_cancel=True)
         except TimeoutError:
             raise self._late(stage) from None
+        except KafkaException as exc:
+            # The broker did not answer within the time left (librdkafka's own _TIMED_OUT)
+            # or refused the read: the write is not known to be visible yet, a 503 that
+            # names the stage, never a 500.
+            raise self._late(f"{stage} (broker: {_kafka_reason(exc)})") from None
 
     def _limiter(self) -> anyio.CapacityLimiter:
         # One per event loop (a limiter belongs to the loop that made it).
@@ -385,3 +390,8 @@ class ConsistencyGate:
         committed = self.offsets.committed(topic, partition, timeout)
         return committed >= end or self.offsets.no_data_between(topic, partition, committed,
                                                                 end, timeout)
+
+
+def _kafka_reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)

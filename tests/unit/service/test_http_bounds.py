@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from fastapi.testclient import TestClient
 
 from streams.partitioning import partition_for_tenant
@@ -183,6 +184,27 @@ def test_every_wait_ends_at_the_timeout_even_when_broker_reads_are_slow(
     took = time.monotonic() - started
     assert answer.status_code == 503 and "committing past" in answer.json()["detail"]["stage"]
     assert took < 1.2, f"a 0.5 s wait took {took:.2f}s"
+
+
+class TimingOutOffsets(FakeOffsets):
+    """A broker whose committed-offset reads time out inside librdkafka (seen with 100
+    waits pending on a loaded machine): a KafkaException, not a Python TimeoutError."""
+
+    def committed(self, topic: str, partition: int, timeout: float) -> int:
+        self._read(timeout)
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
+                                        "Failed to get committed offsets: Local: Timed out"))
+
+
+def test_a_broker_read_that_times_out_is_a_503_naming_the_stage_not_a_500(
+        service_factory: Any) -> None:
+    service = service_factory(offsets=TimingOutOffsets(), consistency_timeout_s=0.5)
+    client = TestClient(create_app(service), raise_server_exceptions=False)
+    answer = client.post("/v1/recall", json={"query": "memory number 3 of acme",
+                                             "consistency_token": f"telemetry.v1:{ACME_P}:5"},
+                         headers=ACME)
+    assert answer.status_code == 503, answer.text[:300]
+    assert "Timed out" in answer.json()["detail"]["stage"]
 
 
 def test_waiting_requests_do_not_starve_other_tenants(service_factory: Any) -> None:
