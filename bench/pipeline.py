@@ -7,7 +7,8 @@ event is an exact duplicate and nothing is embedded — against a plain aiokafka
 consume→produce loop over the same records (and, for reference, the same loop with
 confluent-kafka). Prints a table and, last, one JSON line.
 
-    PYTHONPATH=. python -m bench.pipeline --events 5000 --tenants 3 --partitions 4
+    MEMSTREAM_EXTRAS="dev compare" make install    # the aiokafka baseline: the compare extra
+    PYTHONPATH=. .venv/bin/python -m bench.pipeline --events 5000 --tenants 3 --partitions 4
 """
 
 from __future__ import annotations
@@ -428,7 +429,11 @@ def aiokafka_copy(settings: Settings, source: str, target: str, n: int) -> dict[
     and linger as the runtime; offsets committed once at the end. Joins a fresh group."""
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    try:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    except ImportError:
+        sys.exit('the aiokafka baseline needs the compare extra: '
+                 'MEMSTREAM_EXTRAS="dev compare" make install')
 
     async def copy() -> dict[str, float]:
         consumer = AIOKafkaConsumer(
