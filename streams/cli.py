@@ -73,8 +73,8 @@ def dev_up(
             "sasl_mechanism": conf["sasl.mechanism"], "sasl_username": conf["sasl.username"],
             "sasl_password": SecretStr(str(conf["sasl.password"]))})
         _say(f"kafka: SASL/SCRAM on; admin password in {stack.kafka_dir / 'admin.secret'}")
-    if not no_provision:
-        _provision(settings)
+    if not no_provision and _provision(settings):
+        raise typer.Exit(1)
 
 
 @dev_app.command("down")
@@ -97,7 +97,8 @@ def dev_status() -> None:
         raise typer.Exit(1)
 
 
-def _provision(settings: Settings) -> None:
+def _provision(settings: Settings) -> int:
+    """Create topics and register schemas; return how many topic configs differ."""
     from streams.admin import ensure_topics
     from streams.registry import register_all
 
@@ -109,8 +110,7 @@ def _provision(settings: Settings) -> None:
     for conflict in report.conflicts:
         _say(f"CONFLICT {conflict}")
     register_all(settings, progress=_say)
-    if report.conflicts:
-        raise typer.Exit(1)
+    return len(report.conflicts)
 
 
 # -- topics ---------------------------------------------------------------------------------
@@ -590,13 +590,14 @@ def demo() -> None:
     # The demo prints what it explains; the in-process worker's INFO lines (models loaded,
     # partitions assigned) are not part of it. Warnings and errors still show.
     logging.getLogger().setLevel(logging.WARNING)
-    try:
-        dev_up(no_provision=False)
-    except typer.Exit as stop:
-        if stop.exit_code != 1:
-            raise
-        # Only topic configs that differ on the default prefix (listed above): the demo
-        # runs on a prefix of its own, created with the declared configs.
+    from streams.devstack.stack import DevStack
+
+    settings = _settings()
+    for component in DevStack(settings).up(_say):
+        typer.echo(component.describe())
+    if _provision(settings):
+        # Topic configs that differ on the default prefix (listed above) do not stop the
+        # demo: it runs on a prefix of its own, created with the declared configs.
         _say("(the CONFLICT lines concern the default prefix's topics; the demo uses its own)")
     run_demo(_settings(), typer.echo)
 
