@@ -362,6 +362,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rates = {s.name: Spread() for s in systems}
         cpus = {s.name: Spread() for s in systems}
         aio = Spread()
+        spy = None
+        if args.py_spy:  # sample memstream's worker over the timed repeats only
+            spy = subprocess.Popen([args.py_spy, "record", "--pid", str(ms.procs[0].pid),
+                                    "--rate", "200", "--format", "raw", "--nonblocking",
+                                    "-o", args.py_spy_out], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
         for i in range(args.repeats):
             dups = encode_events(mine, duplicates(work.events))
             for system in systems if i % 2 == 0 else systems[::-1]:
@@ -375,6 +381,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{s.name} {rates[s.name].values[-1]:.0f}/s {cpus[s.name].values[-1]:.0f}µs"
                 for s in systems) + (f", aiokafka copy {aio.values[-1]:.0f}/s" if aio.values
                                      else ""))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         result["rates"] = {k: v.values for k, v in rates.items()}
         result["cpu_us"] = {k: v.values for k, v in cpus.items()}
         result["aiokafka_copy"] = aio.values
@@ -492,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--skip-copy", action="store_true", help="no aiokafka reference loop")
     parser.add_argument("--skip-two", action="store_true", help="no 2-worker phase")
+    parser.add_argument("--py-spy", help="py-spy binary: profile memstream's worker over "
+                        "the repeats (collapsed stacks to --py-spy-out)")
+    parser.add_argument("--py-spy-out", default="peers-memstream.txt")
     parser.add_argument("--keep-topics", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
     args = parser.parse_args(argv)
