@@ -5,7 +5,10 @@ batched throughput (the raw limit) and the full exactly-once path (score + memor
 then the score+dedupe path alone — the same texts again under new event ids, so every
 event is an exact duplicate and nothing is embedded — against a plain aiokafka
 consume→produce loop over the same records (and, for reference, the same loop with
-confluent-kafka). Prints a table and, last, one JSON line.
+confluent-kafka). The copy loops are reference columns only: the old "score+dedupe ≥ 0.5 ×
+aiokafka copy" target is withdrawn (issue 15: the wrong anchor); the score+dedupe targets
+are measured against Quix Streams on the same work by ``bench.peers``. Prints a table and,
+last, one JSON line.
 
     MEMSTREAM_EXTRAS="dev compare" make install    # the aiokafka baseline: the compare extra
     PYTHONPATH=. .venv/bin/python -m bench.pipeline --events 5000 --tenants 3 --partitions 4
@@ -46,7 +49,6 @@ from streams.settings import Settings, load_settings
 logger = logging.getLogger(__name__)
 
 TARGET_FULL = 0.85  # full path events/s ÷ raw model sentences/s
-TARGET_SCORE = 0.5  # score+dedupe events/s ÷ plain aiokafka consume→produce events/s
 
 # --- telemetry texts ------------------------------------------------------------------------
 _WORDS: dict[str, list[str]] = {
@@ -641,7 +643,7 @@ def print_table(r: dict[str, Any]) -> None:
          f"{full['ratio']:.2f}", f">= {TARGET_FULL}"),
         ("plain aiokafka consume→produce", w["events"], None, r["spreads"]["aio"], "", ""),
         ("score+dedupe (exact dups, no embed)", w["events"], None, r["spreads"]["dedupe"],
-         f"{r['score_ratio']:.2f}", f">= {TARGET_SCORE}"),
+         f"{r['score_ratio']:.2f}", "none"),
         ("  steady: aiokafka from its 1st record", w["events"], None, r["spreads"]["aio_steady"],
          "", ""),
         ("  steady: dedupe from its 1st commit", w["events"], None,
