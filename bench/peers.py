@@ -26,11 +26,13 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -149,13 +151,34 @@ class System:
 class Memstream(System):
     """``memstream worker --agents score,memorize`` (JSON logs)."""
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.ports: dict[int, int] = {}  # worker index → its /metrics port
+
     def command(self, index: int) -> tuple[list[str], dict[str, str]]:
         s = self.settings
+        with socket.socket() as sock:  # a free port for the worker's /metrics
+            sock.bind(("127.0.0.1", 0))
+            self.ports[index] = sock.getsockname()[1]
         return ([sys.executable, "-m", "streams", "worker", "--agents", "score,memorize"],
                 {"MEMSTREAM_TOPIC_PREFIX": s.topic_prefix, "MEMSTREAM_PARTITIONS":
                  str(s.partitions), "MEMSTREAM_APP_ID": self.group,
-                 "MEMSTREAM_WORKER_ID": f"bench-{index}", "MEMSTREAM_METRICS_PORT": "0",
+                 "MEMSTREAM_WORKER_ID": f"bench-{index}",
+                 "MEMSTREAM_METRICS_PORT": str(self.ports[index]),
                  "MEMSTREAM_DATA_DIR": str(self.logs / f"data-{index}")})
+
+    def transactions(self) -> int:
+        """Committed transactions of its running workers (their /metrics)."""
+        total = 0
+        for index, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                continue
+            url = f"http://127.0.0.1:{self.ports[index]}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                for line in reply.read().decode().splitlines():
+                    if line.startswith('memstream_transactions_total{outcome="commit"}'):
+                        total += int(float(line.rsplit(" ", 1)[1]))
+        return total
 
 
 class Quix(System):
@@ -268,17 +291,20 @@ class Pass:
     per_s: float
     cpu_us: float
     seconds: float
+    transactions: int | None
 
 
 def timed_pass(system: System, writer: InputWriter, records: Encoded,
                timeout_s: float) -> Pass:
     """Put ``records`` into the system's telemetry in one transaction; time until done."""
+    count = system.transactions if isinstance(system, Memstream) else None
+    tx0 = count() if count else 0
     cpu0 = system.cpu()
     t0 = writer.put(system.settings.topic("telemetry.v1"), records)
     t1 = wait_done(system, timeout_s)
     cpu = system.cpu() - cpu0
     n = len(records)
-    return Pass(n / (t1 - t0), cpu / n * 1e6, t1 - t0)
+    return Pass(n / (t1 - t0), cpu / n * 1e6, t1 - t0, count() - tx0 if count else None)
 
 
 def duplicates(events: Sequence[TelemetryEvent]) -> list[TelemetryEvent]:
@@ -385,6 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Repeats: exact duplicates, both workers kept running, the order alternating.
         rates = {s.name: Spread() for s in systems}
         cpus = {s.name: Spread() for s in systems}
+        txs: list[int | None] = []
         aio = Spread()
         spy = None
         if args.py_spy:  # sample memstream's worker over the timed repeats only
@@ -398,6 +425,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p = timed_pass(system, writer, dups, args.timeout)
                 rates[system.name].values.append(p.per_s)
                 cpus[system.name].values.append(p.cpu_us)
+                if system is ms:
+                    txs.append(p.transactions)
             if not args.skip_copy:
                 aio.values.append(aiokafka_copy(mine, mine.topic("telemetry.v1"),
                                                 scratch, n)["total_per_s"])
@@ -411,6 +440,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["rates"] = {k: v.values for k, v in rates.items()}
         result["cpu_us"] = {k: v.values for k, v in cpus.items()}
         result["aiokafka_copy"] = aio.values
+        result["memstream_transactions"] = txs
 
         # Start-up: worker stopped, a pass waiting, worker started → first committed batch.
         starts = {s.name: Spread() for s in systems}
@@ -438,6 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Two memstream workers in one group (range assignment: tenants stay co-partitioned).
         two = Spread()
         two_cpu = Spread()
+        two_tx: list[int | None] = []
         if args.repeats and not args.skip_two:
             ms.spawn(1)
             wait_members(ms, 2, args.timeout)
@@ -446,8 +477,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                args.timeout)
                 two.values.append(p.per_s)
                 two_cpu.values.append(p.cpu_us)
+                two_tx.append(p.transactions)
                 _say(f"2 workers: {p.per_s:.0f}/s {p.cpu_us:.0f}µs")
-        result["two_workers"] = {"per_s": two.values, "cpu_us": two_cpu.values}
+        result["two_workers"] = {"per_s": two.values, "cpu_us": two_cpu.values,
+                                 "transactions": two_tx}
         result["spreads"] = {
             **{f"{k}_per_s": v.text() for k, v in rates.items()},
             **{f"{k}_cpu_us": v.text() for k, v in cpus.items()},
@@ -495,6 +528,7 @@ def print_table(r: dict[str, Any]) -> None:
     print("|---|---|---|---|")
     vs = f"{ra['vs_quix']:.2f}" if ra["vs_quix"] else ""
     two = f"{ra['two_vs_one']:.2f}" if ra["two_vs_one"] else ""
+    tx1, tx2 = r["memstream_transactions"], r["two_workers"]["transactions"]
     rows = [
         ("memstream score+dedupe, events/s", sp["memstream_per_s"], vs, f">= {TARGET_VS_QUIX}"),
         ("Quix Streams exactly-once, events/s", sp.get("quix_per_s", "—"), "", ""),
@@ -503,6 +537,8 @@ def print_table(r: dict[str, Any]) -> None:
         ("memstream 2 workers, events/s", sp["two_workers_per_s"], two,
          f">= {TARGET_TWO_WORKERS}"),
         ("memstream 2 workers CPU µs/event", sp["two_workers_cpu_us"], "", ""),
+        ("memstream transactions per pass, 1 worker / 2 workers",
+         f"{tx1} / {tx2}", "", ""),
         ("memstream start → first commit, s", sp["memstream_start_s"], "",
          f"<= {TARGET_START_S:.0f}"),
         *((f"  memstream start → {phase}, s", Spread(at).text(".2f"), "", "")
