@@ -112,3 +112,34 @@ def test_refused_vector_creates_no_tenant_index() -> None:
     with pytest.raises(ModelMismatchError):
         indexes.add("alice", "a1", unit(0), "other/model")
     assert indexes.get("alice") is None
+
+
+def test_one_vector_search_runs_on_the_searching_thread_alone() -> None:
+    """A single-query search sets its own thread to one OpenMP thread (a team costs more than
+    the scan); another thread's setting and the results stay as they were."""
+    import threading
+
+    import faiss
+
+    index = MemoryIndex("m", 4)
+    index.add_many(["a", "b", "c"], np.eye(3, 4, dtype=np.float32), "m")
+    seen: dict[str, object] = {}
+
+    def search() -> None:
+        faiss.omp_set_num_threads(2)
+        seen["hits"] = index.nearest(np.array([1, 0, 0, 0], dtype=np.float32), k=2)
+        seen["searcher"] = faiss.omp_get_max_threads()
+
+    def bystander() -> None:
+        faiss.omp_set_num_threads(2)
+        worker.join()
+        seen["bystander"] = faiss.omp_get_max_threads()
+
+    worker = threading.Thread(target=search)
+    other = threading.Thread(target=bystander)
+    worker.start()
+    other.start()
+    other.join()
+    assert seen["searcher"] == 1
+    assert seen["bystander"] == 2
+    assert [m for m, _ in seen["hits"]][0] == "a"  # type: ignore[index]
