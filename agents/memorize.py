@@ -18,18 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from agents.deadletter import reason_for
 from agents.dedupe import memory_id, restatement_id
 from agents.facts import Action, FactComparison, Verdict, decide_near
-from agents.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
-from agents.models.exceptions import ModelMismatchError
-from agents.models.index import TenantIndexes
 from agents.score import SEP, to_millis
-from streams.exceptions import ValidationError
-from streams.observability import WorkerMetrics
+from streams.common.exceptions import ValidationError
+from streams.common.observability import WorkerMetrics
+from streams.common.topics import memory_key
+from streams.common.validation import check_event
+from streams.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
+from streams.models.exceptions import ModelMismatchError
+from streams.models.index import TenantIndexes
+from streams.processing.deadletter import reason_for
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess, fault_point
-from streams.topics import memory_key
-from streams.validation import check_event
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from agents.deadletter import DeadLetterReason, reason_for
 from agents.dedupe import content_hash
 from agents.scoring import ScoreInputError, ScoreInputs, ValueScorer
-from streams.exceptions import ValidationError
-from streams.observability import WorkerMetrics
+from streams.common.exceptions import ValidationError
+from streams.common.observability import WorkerMetrics
+from streams.common.validation import check_event
+from streams.processing.deadletter import DeadLetterReason, reason_for
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
-from streams.validation import check_event
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from agents.summarizing import (
     summarize_window,
     summary_record,
 )
-from streams.observability import WorkerMetrics
+from streams.common.observability import WorkerMetrics
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
 
 logger = logging.getLogger(__name__)

@@ -16,9 +16,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from agents.deadletter import DeadLetterReason, reason_for
-from agents.models.audio import check_audible, decode_clip
-from agents.models.exceptions import (
+from agents.score import to_millis
+from streams.common.exceptions import ValidationError
+from streams.common.observability import WorkerMetrics
+from streams.common.validation import check_tenant
+from streams.models.audio import check_audible, decode_clip
+from streams.models.exceptions import (
     AudioError,
     AudioTooLongError,
     EmptyAudioError,
@@ -26,12 +29,9 @@ from agents.models.exceptions import (
     SilentAudioError,
     UndecodableAudioError,
 )
-from agents.models.transcriber import Transcriber, Transcription
-from agents.score import to_millis
-from streams.exceptions import ValidationError
-from streams.observability import WorkerMetrics
+from streams.models.transcriber import Transcriber, Transcription
+from streams.processing.deadletter import DeadLetterReason, reason_for
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
-from streams.validation import check_tenant
 
 logger = logging.getLogger(__name__)
 

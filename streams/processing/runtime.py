@@ -37,16 +37,16 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from agents.deadletter import DeadLetterReason, SourceCoordinates, dead_letter
-from streams.codec import AvroCodec, CodecError
-from streams.exceptions import MemstreamError, UnavailableError
-from streams.observability import WorkerMetrics
-from streams.partitioning import partition_for_tenant
+from streams.common.codec import AvroCodec, CodecError
+from streams.common.exceptions import MemstreamError, UnavailableError
+from streams.common.observability import WorkerMetrics
+from streams.common.partitioning import partition_for_tenant
+from streams.common.registry import latest_schema, registry_client, subject_for
+from streams.common.settings import Settings
+from streams.common.topics import LARGEST_MESSAGE_BYTES, topic_spec
+from streams.processing.deadletter import DeadLetterReason, SourceCoordinates, dead_letter
 from streams.processing.store import PartitionStore, restore_stores
 from streams.processing.watchdog import Liveness, Watchdog
-from streams.registry import latest_schema, registry_client, subject_for
-from streams.settings import Settings
-from streams.topics import LARGEST_MESSAGE_BYTES, topic_spec
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.observability import WorkerMetrics
+from streams.common.observability import WorkerMetrics
 from streams.processing.watchdog import EXIT_STALLED, EXIT_STOP_TIMEOUT, Liveness, Watchdog
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,12 +17,12 @@ from typing import Any
 
 import fastavro
 
-from agents.deadletter import DeadLetterReason
 from agents.dedupe import content_hash
+from streams.common.registry import latest_schema
+from streams.common.topics import topic_spec
+from streams.processing.deadletter import DeadLetterReason
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
 from streams.processing.store import PartitionStore
-from streams.registry import latest_schema
-from streams.topics import topic_spec
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, scored
 
-from agents.deadletter import DeadLetterReason
 from agents.dedupe import content_hash, memory_id
 from agents.memorize import MemorizeAgent
-from agents.models.embedder import SentenceTransformerEmbedder, vector_from_bytes, vector_to_bytes
 from agents.score import SEP
+from streams.models.embedder import SentenceTransformerEmbedder, vector_from_bytes, vector_to_bytes
+from streams.processing.deadletter import DeadLetterReason
 from streams.processing.runtime import InputRecord
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -8,10 +8,10 @@ from unittest.mock import ANY
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, feedback, telemetry
 
-from agents.deadletter import DeadLetterReason
 from agents.dedupe import content_hash
 from agents.memorize import MemorizeAgent
 from agents.score import SEP, ScoreAgent
+from streams.processing.deadletter import DeadLetterReason
 
 TEXT = "Restart the ingest worker after changing the topic prefix."  # 10 tokens
 T0 = 1_700_000_000_000

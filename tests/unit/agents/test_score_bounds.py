@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, feedback, telemetry
 
-from agents.deadletter import DeadLetterReason
 from agents.score import CLOCK_KEY, SEP, ScoreAgent
+from streams.processing.deadletter import DeadLetterReason
 from streams.processing.runtime import InputRecord
 
 T0 = 1_700_000_000_000

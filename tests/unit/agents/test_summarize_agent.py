@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.summarize import STORE, SummarizeAgent
-from streams.observability import WorkerMetrics
+from streams.common.observability import WorkerMetrics
 from streams.processing.runtime import InputRecord, StoreAccess
 from streams.processing.store import PartitionStore
 

@@ -13,7 +13,7 @@ import pytest
 
 from agents.summarize import SummarizeAgent
 from agents.summarizing import ChatRewriter, CircuitBreaker, summarize_window
-from streams.observability import WorkerMetrics
+from streams.common.observability import WorkerMetrics
 from streams.processing.runtime import InputRecord, StoreAccess
 from tests.unit.agents.test_summary_extractive import sample
 from tests.unit.agents.test_summary_windows import HOUR, MIN, T0, DictStore
