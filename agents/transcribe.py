@@ -30,8 +30,14 @@ from streams.models.exceptions import (
     UndecodableAudioError,
 )
 from streams.models.transcriber import Transcriber, Transcription
-from streams.processing.deadletter import DeadLetterReason, reason_for
-from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
+from streams.processing.api import (
+    Agent,
+    BatchContext,
+    DeadLetterReason,
+    InputRecord,
+    StoreAccess,
+    reason_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +116,11 @@ def transcript_record(
     }
 
 
-class TranscribeAgent:
+class TranscribeAgent(Agent):
     """Transcribes voice notes with one model per worker and a bounded pool per batch."""
 
     name = "transcribe"
     inputs = ("voice.v1",)
-    stores: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -134,7 +139,7 @@ class TranscribeAgent:
         self.metrics = metrics
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="transcribe")
 
-    def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
+    def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:
         """No state: a transcript depends on its voice note alone."""
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:

@@ -12,7 +12,8 @@ from confluent_kafka import KafkaException
 from streams.common.observability import StateDirCollector, WorkerMetrics
 from streams.common.settings import Settings
 from streams.ops.admin import ensure_changelog_topics, ensure_topics
-from streams.processing.runtime import Agent, Processor
+from streams.processing.api import Agent
+from streams.processing.runtime import Runtime
 from streams.processing.watchdog import Liveness, Watchdog
 
 logger = logging.getLogger(__name__)
@@ -138,8 +139,8 @@ def run_worker(
             stop, stop_grace_s=settings.stop_grace_s, call_grace_s=settings.client_call_grace_s
         ).start()
     try:
-        processor = Processor(settings, agents, metrics, watchdog=watchdog, liveness=liveness)
-        changelogs = [processor.changelog_topic(s) for a in agents for s in a.stores]
+        runtime = Runtime(settings, agents, metrics, watchdog=watchdog, liveness=liveness)
+        changelogs = [runtime.changelog_topic(s) for a in agents for s in a.stores]
         ensure_changelog_topics(settings, changelogs)
         if settings.metrics_port:
             metrics.registry.register(StateDirCollector("worker", settings.worker_data_dir))
@@ -153,7 +154,7 @@ def run_worker(
             "worker %s of %s running agents %s", settings.worker_id, settings.app_id,
             ", ".join(a.name for a in agents),
         )
-        processor.run(stop, on_ready)
+        runtime.run(stop, on_ready)
     except KafkaException as exc:
         # Fatal (e.g. fenced after a broker restart, or a transaction the broker can no
         # longer complete): crash-only, a supervisor restarts the worker (exit code 1).

@@ -33,8 +33,8 @@ from bench.speech import SENTENCES, corpus_wer, reencode, synthesize
 from streams.common.observability import WorkerMetrics
 from streams.models.audio import decode_clip
 from streams.models.transcriber import WhisperTranscriber, resolve_whisper_model
+from streams.processing.api import InputRecord
 from streams.processing.deadletter import DeadLetterReason
-from streams.processing.runtime import InputRecord
 
 TARGET = 0.9  # agent speed ÷ direct faster-whisper speed
 

@@ -118,7 +118,9 @@ class WorkerMetrics:
 class Health(Protocol):
     """What a liveness check returns (streams.processing.watchdog.LivenessReport)."""
 
-    live: bool
+    @property
+    def live(self) -> bool:
+        """Whether the checked loop is live (read-only: a report is a frozen value)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON body."""

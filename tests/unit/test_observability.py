@@ -12,7 +12,7 @@ import pytest
 
 from agents.memorize import MemorizeAgent
 from streams.common.observability import StateDirCollector, WorkerMetrics, directory_bytes
-from streams.processing.runtime import InputRecord
+from streams.processing.api import InputRecord
 
 
 def _samples(collector: StateDirCollector) -> dict[str, tuple[dict[str, str], float]]:

@@ -157,7 +157,7 @@ def test_on_assigned_leaves_superseded_memories_out_of_the_index(
         [scored(TUESDAY, event_id="e-2", event_time=T1)])
 
     restarted = memorize_agent_factory()
-    restarted.on_assigned(ALL, ctx.committed())
+    restarted.rebuild(ALL, ctx.committed())
     index = restarted.indexes.get("acme")
     assert index is not None
     assert memory_id("acme", TUESDAY) in index

@@ -280,7 +280,7 @@ def test_expiry_of_an_aborted_batch_happens_when_it_is_retried(
                       event_time=T0 + 120_000, offset=1)
     agent.process([later], ctx)
     ctx.abort()
-    agent.on_assigned(frozenset({0}), ctx.committed())  # what the runtime does after an abort
+    agent.rebuild(frozenset({0}), ctx.committed())  # what the runtime does after an abort
 
     agent.process([later], ctx)
     ctx.commit()

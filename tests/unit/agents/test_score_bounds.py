@@ -9,8 +9,8 @@ import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, feedback, telemetry
 
 from agents.score import CLOCK_KEY, SEP, ScoreAgent
+from streams.processing.api import InputRecord
 from streams.processing.deadletter import DeadLetterReason
-from streams.processing.runtime import InputRecord
 
 T0 = 1_700_000_000_000
 DAY = 86_400_000

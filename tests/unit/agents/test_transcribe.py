@@ -26,8 +26,8 @@ from streams.models.transcriber import (
     canonical_whisper_id,
     resolve_whisper_model,
 )
+from streams.processing.api import InputRecord
 from streams.processing.deadletter import DeadLetterReason
-from streams.processing.runtime import InputRecord
 
 
 class FakeTranscriber:
