@@ -78,8 +78,11 @@ def test_the_checkpoint_follows_the_last_changelog_offset_of_the_store(
 ) -> None:
     rig = transaction_factory()
     for i in range(3):
-        rig.transactions.run_batch([message("t.in", 0, i)],
-                                   lambda i=i: rig.store(0).put(f"k{i}", i))
+
+        def put(i: int = i) -> None:
+            rig.store(0).put(f"k{i}", i)
+
+        rig.transactions.run_batch([message("t.in", 0, i)], put)
     assert rig.store(0).checkpoint == 3
     assert rig.store(1).checkpoint == 0, "a store with no change moved its checkpoint"
     assert rig.committed(0) == {"k0": 0, "k1": 1, "k2": 2}
