@@ -35,7 +35,6 @@ from streams.processing.api import (
     BatchContext,
     DeadLetterReason,
     InputRecord,
-    StoreAccess,
     reason_for,
 )
 
@@ -117,7 +116,10 @@ def transcript_record(
 
 
 class TranscribeAgent(Agent):
-    """Transcribes voice notes with one model per worker and a bounded pool per batch."""
+    """Transcribes voice notes with one model per worker and a bounded pool per batch.
+
+    No state to rebuild: a transcript depends on its voice note alone.
+    """
 
     name = "transcribe"
     inputs = ("voice.v1",)
@@ -138,9 +140,6 @@ class TranscribeAgent(Agent):
         self.silence_dbfs = silence_dbfs
         self.metrics = metrics
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="transcribe")
-
-    def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:
-        """No state: a transcript depends on its voice note alone."""
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
         """Transcribe the batch's notes concurrently, then send or dead-letter in input order."""

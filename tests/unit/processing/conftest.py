@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka_fakes import FakeCodec, FakeConsumer, FakeProducer
+from runtime_rigs import RuntimeRig, TransactionRig
 
 from streams.common.observability import WorkerMetrics
 from streams.common.settings import Settings, load_settings
@@ -18,30 +18,6 @@ from streams.processing.runtime import Runtime
 from streams.processing.store import PartitionStore
 from streams.processing.transaction import Transactions
 from streams.processing.watchdog import Liveness
-
-
-def count(metrics: WorkerMetrics, name: str, **labels: str) -> float:
-    """A counter's value (0 when never incremented)."""
-    return metrics.registry.get_sample_value(f"memstream_{name}_total", labels) or 0.0
-
-
-@dataclass
-class TransactionRig:
-    """``Transactions`` over fake clients and real stores ``seen`` of partitions 0 and 1."""
-
-    producer: FakeProducer
-    consumer: FakeConsumer
-    stores: dict[tuple[str, int], PartitionStore]
-    metrics: WorkerMetrics
-    transactions: Transactions
-    resets: list[str] = field(default_factory=list)
-
-    def store(self, partition: int = 0) -> PartitionStore:
-        return self.stores[("seen", partition)]
-
-    def committed(self, partition: int = 0) -> dict[str, Any]:
-        """What RocksDB holds (committed) in ``seen`` of ``partition``."""
-        return dict(self.store(partition).committed_items())
 
 
 @pytest.fixture
@@ -71,20 +47,6 @@ def transaction_factory(tmp_path: Path) -> Iterator[Callable[..., TransactionRig
     for rig in made:
         for store in rig.stores.values():
             store.close()
-
-
-@dataclass
-class RuntimeRig:
-    """A ``Runtime`` over fake clients, a fake codec and a fake restore."""
-
-    runtime: Runtime
-    producer: FakeProducer
-    consumer: FakeConsumer
-    stop: threading.Event
-    restored: list[list[tuple[str, int]]]
-
-    def run(self) -> None:
-        self.runtime.run(self.stop)
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import TransactionRig, count
 from kafka_fakes import kafka_error, message
+from runtime_rigs import TransactionRig, count
 
 TransactionFactory = Callable[..., TransactionRig]
 BATCH = [message("t.in", 0, 10), message("t.in", 1, 4), message("t.in", 0, 11),

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
-from conftest import RuntimeRig
 from kafka_fakes import FakeConsumer, kafka_error, message
+from runtime_rigs import RuntimeRig
 
 from streams.common.exceptions import ValidationError
 from streams.common.settings import load_settings
