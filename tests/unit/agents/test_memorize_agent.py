@@ -249,7 +249,7 @@ def test_rescore_of_a_memorized_event_updates_value_not_count(
     assert (memory["value"], memory["occurrence_count"]) == (0.7, 1)
 
 
-def test_on_assigned_rebuilds_the_index_from_committed_memories(
+def test_rebuild_rebuilds_the_index_from_committed_memories(
     memorize_agent_factory: MemorizeFactory, ctx: RecordingBatchContext
 ) -> None:
     memorize_agent_factory().process([scored(PASSWORD, event_id="e-1")], ctx)
@@ -268,7 +268,7 @@ def test_on_assigned_rebuilds_the_index_from_committed_memories(
     assert texts_embedded(restarted) == 1
 
 
-def test_on_assigned_ignores_partitions_not_owned(
+def test_rebuild_ignores_partitions_not_owned(
     memorize_agent_factory: MemorizeFactory, batch_ctx_factory: BatchCtxFactory
 ) -> None:
     ctx = batch_ctx_factory("content", "memories", partitions=(0, 1))
@@ -281,7 +281,7 @@ def test_on_assigned_ignores_partitions_not_owned(
     assert len(restarted.indexes) == 1
 
 
-def test_aborted_batch_leaves_no_trace_after_on_assigned(
+def test_aborted_batch_leaves_no_trace_after_rebuild(
     agent: MemorizeAgent, ctx: RecordingBatchContext
 ) -> None:
     agent.process([scored(PASSWORD, event_id="e-1")], ctx)
@@ -305,7 +305,7 @@ def test_aborted_batch_leaves_no_trace_after_on_assigned(
 @pytest.mark.parametrize(
     ("model_id", "deleted"), [("other/model", False), (MODEL, True)], ids=["other-model", "deleted"]
 )
-def test_on_assigned_skips_other_models_and_deleted_memories(
+def test_rebuild_skips_other_models_and_deleted_memories(
     agent: MemorizeAgent,
     ctx: RecordingBatchContext,
     embedder: SentenceTransformerEmbedder,

@@ -150,7 +150,7 @@ def test_an_older_statement_arriving_late_is_superseded_already(
             0.956, abs=0.01))]
 
 
-def test_on_assigned_leaves_superseded_memories_out_of_the_index(
+def test_rebuild_leaves_superseded_memories_out_of_the_index(
     memorize_agent_factory: MemorizeFactory, ctx: RecordingBatchContext
 ) -> None:
     run(memorize_agent_factory(), ctx, [scored(FRIDAY, event_id="e-1", event_time=T0)],
