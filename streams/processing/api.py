@@ -108,7 +108,7 @@ class Agent(ABC):
     inputs: ClassVar[tuple[str, ...]]  # base topic names
     stores: ClassVar[tuple[str, ...]] = ()  # state stores, one per owned partition each
 
-    def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:  # noqa: B027
+    def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:  # noqa: B027 - a default
         """Derive in-memory state from the committed stores (default: none kept)."""
 
     @abstractmethod
