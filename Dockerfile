@@ -64,7 +64,7 @@ COPY --from=models /opt/models /opt/memstream/models
 ENV PYTHONPATH=/opt/memstream/app
 RUN printf '#!/bin/sh\nexec python -m streams "$@"\n' > /opt/memstream/venv/bin/memstream \
  && chmod 0755 /opt/memstream/venv/bin/memstream \
- && python -c "import streams.cli, agents.memorize, streams.service.http" \
+ && python -c "import streams.ops.cli, agents.memorize, streams.service.http" \
  && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('torch', 'nvidia', 'triton')))"
 
 USER memstream

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from streams.content import normalize_text
-from streams.exceptions import ValidationError
+from streams.common.content import normalize_text
+from streams.common.exceptions import ValidationError
 
 __all__ = ["content_hash", "memory_id", "normalize_text"]
 

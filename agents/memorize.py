@@ -18,18 +18,24 @@ from typing import Any
 
 import numpy as np
 
-from agents.deadletter import reason_for
 from agents.dedupe import memory_id, restatement_id
 from agents.facts import Action, FactComparison, Verdict, decide_near
-from agents.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
-from agents.models.exceptions import ModelMismatchError
-from agents.models.index import TenantIndexes
 from agents.score import SEP, to_millis
-from streams.exceptions import ValidationError
-from streams.observability import WorkerMetrics
-from streams.processing.runtime import BatchContext, InputRecord, StoreAccess, fault_point
-from streams.topics import memory_key
-from streams.validation import check_event
+from streams.common.exceptions import ValidationError
+from streams.common.observability import WorkerMetrics
+from streams.common.topics import memory_key
+from streams.common.validation import check_event
+from streams.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
+from streams.models.exceptions import ModelMismatchError
+from streams.models.index import TenantIndexes
+from streams.processing.api import (
+    Agent,
+    BatchContext,
+    InputRecord,
+    StoreAccess,
+    fault_point,
+    reason_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ _NO_RELATIONS: dict[str, Any] = {
 }
 
 
-class MemorizeAgent:
+class MemorizeAgent(Agent):
     """Turns scored events into memories, merging exact and near duplicates."""
 
     name = "memorize"
@@ -84,7 +90,7 @@ class MemorizeAgent:
         self.indexes = TenantIndexes(embedder.model_id, embedder.dimension)
         self._exact_duplicates = metrics.duplicates.labels("exact")
 
-    def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
+    def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:
         """Rebuild the tenant indexes from the committed memories of the owned partitions."""
         started = time.monotonic()
         self.indexes.clear()

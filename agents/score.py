@@ -12,13 +12,19 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from agents.deadletter import DeadLetterReason, reason_for
 from agents.dedupe import content_hash
 from agents.scoring import ScoreInputError, ScoreInputs, ValueScorer
-from streams.exceptions import ValidationError
-from streams.observability import WorkerMetrics
-from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
-from streams.validation import check_event
+from streams.common.exceptions import ValidationError
+from streams.common.observability import WorkerMetrics
+from streams.common.validation import check_event
+from streams.processing.api import (
+    Agent,
+    BatchContext,
+    DeadLetterReason,
+    InputRecord,
+    StoreAccess,
+    reason_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ def to_millis(value: Any) -> int:
     return int(value)
 
 
-class ScoreAgent:
+class ScoreAgent(Agent):
     """Scores each event; re-scores an interaction's events when its feedback arrives."""
 
     name = "score"
@@ -63,7 +69,7 @@ class ScoreAgent:
         # Per partition, this batch's newest event time (the stream clock lives in the store).
         self._newest_ms: dict[int, int] = {}
 
-    def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
+    def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:
         """Nothing in memory to rebuild: the interactions and the clock live in the store."""
         self._newest_ms.clear()
 

@@ -24,8 +24,8 @@ from agents.summarizing import (
     summarize_window,
     summary_record,
 )
-from streams.observability import WorkerMetrics
-from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
+from streams.common.observability import WorkerMetrics
+from streams.processing.api import Agent, BatchContext, InputRecord, StoreAccess
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def scored_item(value: dict[str, Any]) -> ScoredItem:
     )
 
 
-class SummarizeAgent:
+class SummarizeAgent(Agent):
     """Tumbling event-time windows per session; extractive summaries, optionally rewritten."""
 
     name = "summarize"
@@ -74,7 +74,7 @@ class SummarizeAgent:
         self.rewrite_budget_s = rewrite_budget_s
         self._windows: dict[int, SessionWindows] = {}
 
-    def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
+    def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:
         """Index the committed windows (and stream time) of the owned partitions."""
         self._windows = {
             p: SessionWindows(stores.store(STORE, p), window_ms=self.window_ms,

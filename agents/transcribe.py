@@ -16,9 +16,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from agents.deadletter import DeadLetterReason, reason_for
-from agents.models.audio import check_audible, decode_clip
-from agents.models.exceptions import (
+from agents.score import to_millis
+from streams.common.exceptions import ValidationError
+from streams.common.observability import WorkerMetrics
+from streams.common.validation import check_tenant
+from streams.models.audio import check_audible, decode_clip
+from streams.models.exceptions import (
     AudioError,
     AudioTooLongError,
     EmptyAudioError,
@@ -26,12 +29,14 @@ from agents.models.exceptions import (
     SilentAudioError,
     UndecodableAudioError,
 )
-from agents.models.transcriber import Transcriber, Transcription
-from agents.score import to_millis
-from streams.exceptions import ValidationError
-from streams.observability import WorkerMetrics
-from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
-from streams.validation import check_tenant
+from streams.models.transcriber import Transcriber, Transcription
+from streams.processing.api import (
+    Agent,
+    BatchContext,
+    DeadLetterReason,
+    InputRecord,
+    reason_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +115,14 @@ def transcript_record(
     }
 
 
-class TranscribeAgent:
-    """Transcribes voice notes with one model per worker and a bounded pool per batch."""
+class TranscribeAgent(Agent):
+    """Transcribes voice notes with one model per worker and a bounded pool per batch.
+
+    No state to rebuild: a transcript depends on its voice note alone.
+    """
 
     name = "transcribe"
     inputs = ("voice.v1",)
-    stores: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -133,9 +140,6 @@ class TranscribeAgent:
         self.silence_dbfs = silence_dbfs
         self.metrics = metrics
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="transcribe")
-
-    def on_assigned(self, partitions: frozenset[int], stores: StoreAccess) -> None:
-        """No state: a transcript depends on its voice note alone."""
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
         """Transcribe the batch's notes concurrently, then send or dead-letter in input order."""

@@ -26,15 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from agents.models.embedder import SentenceTransformerEmbedder, resolve_model_path
-from agents.models.onnx_embedder import OnnxEmbedder
-from agents.models.onnx_export import (
+from bench.embed_corpus import corpus, near_duplicate_pairs
+from streams.models.embedder import SentenceTransformerEmbedder, resolve_model_path
+from streams.models.onnx_embedder import OnnxEmbedder
+from streams.models.onnx_export import (
     INT8_VARIANT,
     OnnxManifest,
     export_onnx,
     quantize_per_channel_int8,
 )
-from bench.embed_corpus import corpus, near_duplicate_pairs
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PER_CHANNEL = "onnx-int8-pc"  # quantize_dynamic, per-channel weights: measured, not shipped

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.facts import Action, compare_facts, decide_near
-from agents.models.embedder import SentenceTransformerEmbedder
+from streams.models.embedder import SentenceTransformerEmbedder
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "facts"
 SETS = ("paraphrases", "value_changes", "lookalikes")

@@ -37,14 +37,14 @@ from typing import Any, ClassVar
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-import streams.worker
-from streams.admin import ensure_topics
-from streams.events import TelemetryEvent
-from streams.observability import WorkerMetrics
-from streams.producer import MemstreamProducer
-from streams.reader import read_topic
-from streams.registry import register_all
-from streams.settings import Settings, load_settings
+import agents.worker
+from streams.common.observability import WorkerMetrics
+from streams.common.reader import read_topic
+from streams.common.registry import register_all
+from streams.common.settings import Settings, load_settings
+from streams.ops.admin import ensure_topics
+from streams.sdk.events import TelemetryEvent
+from streams.sdk.producer import MemstreamProducer
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class Spread:
 
 def measure_raw_embedding(texts: Sequence[str], batch_size: int, model: str) -> dict[str, Any]:
     """``embedder.embed`` over ``texts`` in batches of ``batch_size``, after one warm-up batch."""
-    from agents.models.embedder import SentenceTransformerEmbedder
+    from streams.models.embedder import SentenceTransformerEmbedder
 
     started = time.perf_counter()
     embedder = SentenceTransformerEmbedder(model, batch_size=batch_size)
@@ -264,7 +264,7 @@ class WorkerThread:
 
     def _run(self) -> None:
         try:
-            streams.worker.run_worker(self.settings, self.names, self.stop, self._on_ready)
+            agents.worker.run_worker(self.settings, self.names, self.stop, self._on_ready)
         except BaseException as exc:  # noqa: BLE001 - re-raised by check() in the main thread
             self.error = exc
 
@@ -700,12 +700,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args.embed_batch = load_settings().embed_batch_size
-    original = streams.worker.WorkerMetrics
-    streams.worker.WorkerMetrics = _CapturedMetrics  # type: ignore[misc]
+    original = agents.worker.WorkerMetrics
+    agents.worker.WorkerMetrics = _CapturedMetrics  # type: ignore[misc]
     try:
         result = run(args)
     finally:
-        streams.worker.WorkerMetrics = original  # type: ignore[misc]
+        agents.worker.WorkerMetrics = original  # type: ignore[misc]
     print_table(result)
     print(json.dumps(result, default=str, sort_keys=True))
     return 0

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from agents.models.embedder import vector_to_bytes
-from agents.models.embedding_backends import DEFAULT_BACKEND, embedding_model_id, load_embedder
+from streams.common.topics import TOPICS as TOPIC_SPECS
+from streams.models.embedder import vector_to_bytes
+from streams.models.embedding_backends import DEFAULT_BACKEND, embedding_model_id, load_embedder
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
 from streams.service.vectors import IndexPolicy
-from streams.topics import TOPICS as TOPIC_SPECS
 
 # The model id the read service uses by default (its backend named in it).
 MODEL = embedding_model_id("all-MiniLM-L6-v2", DEFAULT_BACKEND)
@@ -174,13 +174,13 @@ def bench_log_rebuild(count: int, tenants: int, args: argparse.Namespace) -> dic
     """Produce ``count`` memory records to a fresh prefix, then time rebuild_index."""
     from confluent_kafka import Producer
 
-    from streams.admin import admin_client, ensure_topics
-    from streams.codec import AvroCodec
-    from streams.partitioning import partition_for_tenant
-    from streams.registry import latest_schema, register_all, registry_client, subject_for
+    from streams.common.codec import AvroCodec
+    from streams.common.partitioning import partition_for_tenant
+    from streams.common.registry import latest_schema, register_all, registry_client, subject_for
+    from streams.common.settings import load_settings
+    from streams.common.topics import topic_spec
+    from streams.ops.admin import admin_client, ensure_topics
     from streams.service.rebuild import rebuild_index
-    from streams.settings import load_settings
-    from streams.topics import topic_spec
 
     prefix = f"bench.recall.{uuid.uuid4().hex[:6]}."
     settings = load_settings(topic_prefix=prefix, partitions=args.partitions,
@@ -257,8 +257,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--tmp", default=None)
     args = parser.parse_args()
+    from streams.common.settings import load_settings
     from streams.service.run import single_threaded_blas
-    from streams.settings import load_settings
 
     single_threaded_blas()  # as `memstream serve` does
     embedder = load_embedder("all-MiniLM-L6-v2", DEFAULT_BACKEND,

@@ -28,13 +28,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.deadletter import DeadLetterReason
-from agents.models.audio import decode_clip
-from agents.models.transcriber import WhisperTranscriber, resolve_whisper_model
 from agents.transcribe import TranscribeAgent
 from bench.speech import SENTENCES, corpus_wer, reencode, synthesize
-from streams.observability import WorkerMetrics
-from streams.processing.runtime import InputRecord
+from streams.common.observability import WorkerMetrics
+from streams.models.audio import decode_clip
+from streams.models.transcriber import WhisperTranscriber, resolve_whisper_model
+from streams.processing.api import InputRecord
+from streams.processing.deadletter import DeadLetterReason
 
 TARGET = 0.9  # agent speed ÷ direct faster-whisper speed
 
@@ -111,11 +111,11 @@ def run_worker_path(
     from confluent_kafka import Consumer
 
     from bench.pipeline import WorkerThread, delete_prefixed_topics
-    from streams.admin import ensure_topics
-    from streams.codec import AvroCodec
-    from streams.producer import MemstreamProducer
-    from streams.registry import latest_schema, register_all, registry_client
-    from streams.settings import load_settings
+    from streams.common.codec import AvroCodec
+    from streams.common.registry import latest_schema, register_all, registry_client
+    from streams.common.settings import load_settings
+    from streams.ops.admin import ensure_topics
+    from streams.sdk.producer import MemstreamProducer
 
     run = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,5 @@
 """``python -m streams`` runs the memstream command."""
 
-from streams.cli import main
+from streams.ops.cli import main
 
 main()

@@ -10,7 +10,7 @@ import pytest
 # authlib (pulled in by confluent-kafka's registry client) warns on import; not ours.
 warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 
-from streams.settings import Settings, load_settings  # noqa: E402 - after the filter
+from streams.common.settings import Settings, load_settings  # noqa: E402 - after the filter
 
 # Tests never read a developer's own MEMSTREAM_* overrides by accident, except the ones
 # that say where the local stack and its cache live.

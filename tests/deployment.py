@@ -91,7 +91,7 @@ def allowed_series() -> dict[str, CatalogueMetric]:
 
 def cli_commands() -> set[str]:
     """Every command of the ``memstream`` CLI: ``worker``, ``topics create``, ..."""
-    from streams.cli import app
+    from streams.ops.cli import app
 
     # typer vendors its own click: groups are recognised by their ``commands``.
     root = typer.main.get_command(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.exceptions import MemstreamError
+from streams.common.exceptions import MemstreamError
 
 
 class ScorerConfigError(MemstreamError):

@@ -12,7 +12,7 @@ from typing import Any
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from streams.exceptions import MemstreamError
+from streams.common.exceptions import MemstreamError
 
 
 class McpDemoError(MemstreamError):

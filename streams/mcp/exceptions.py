@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.exceptions import MemstreamError
+from streams.common.exceptions import MemstreamError
 
 
 class ToolInputError(MemstreamError):

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from streams.client import MemoryClient, NotCaughtUpError, NotFound, ServiceError, pack_text
-from streams.events import TelemetryEvent
-from streams.exceptions import UnavailableError, ValidationError
+from streams.common.exceptions import UnavailableError, ValidationError
+from streams.common.settings import Settings
 from streams.mcp.exceptions import TenantMismatchError, ToolInputError
-from streams.producer import DeliveryResult, MemstreamProducer
+from streams.sdk.client import MemoryClient, NotCaughtUpError, NotFound, ServiceError, pack_text
+from streams.sdk.events import TelemetryEvent
+from streams.sdk.producer import DeliveryResult, MemstreamProducer
 from streams.service.auth import token_digest
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from streams.exceptions import MemstreamError
+from streams.common.exceptions import MemstreamError
+from streams.common.settings import Settings
 from streams.mcp.auth import TenantTokenVerifier
 from streams.mcp.exceptions import NotConfiguredError
 from streams.mcp.memory import AssistantMemory, Caller
 from streams.service.auth import TokenTable
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import msgpack
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
-from streams.private_files import private_dir
+from streams.common.private_files import private_dir
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ comment. A token
 may be written as ``sha256:<hex digest>`` (what ``memstream hash-token`` prints), so the
 file at rest holds nothing a client could present. Plain tokens are hashed on load and
 the plain text is dropped. Tenant names follow the one tenant rule
-(``streams.validation.TENANT_RULE``): a name that could not round-trip through an entry
+(``streams.common.validation.TENANT_RULE``): a name that could not round-trip through an entry
 (``#``, ``=``, ``,``, spaces) is refused with the entry's number, never read as another.
 """
 
@@ -16,8 +16,8 @@ import hashlib
 import hmac
 import re
 
-from streams.exceptions import MemstreamError
-from streams.validation import tenant_problem
+from streams.common.exceptions import MemstreamError
+from streams.common.validation import tenant_problem
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 

@@ -10,12 +10,12 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streams.codec import AvroCodec
-from streams.exceptions import DeliveryError, UnavailableError
-from streams.partitioning import partition_for_tenant
-from streams.registry import latest_schema, registry_client, subject_for
-from streams.settings import Settings
-from streams.topics import memory_key, topic_spec
+from streams.common.codec import AvroCodec
+from streams.common.exceptions import DeliveryError, UnavailableError
+from streams.common.partitioning import partition_for_tenant
+from streams.common.registry import latest_schema, registry_client, subject_for
+from streams.common.settings import Settings
+from streams.common.topics import memory_key, topic_spec
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def migrate_deletions(settings: Settings) -> list[str]:
     """Write a DELETE command for every memory deleted on memories.v1 that commands.v1 does
     not name yet (deletes made before commands.v1 existed wrote memories.v1 directly): a
     replay re-applies only commands. Returns the keys it wrote commands for."""
-    from streams.reader import read_topic
+    from streams.common.reader import read_topic
 
     deleted: dict[str, dict[str, Any]] = {}
     for record in read_topic(settings, "memories.v1"):

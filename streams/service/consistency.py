@@ -48,12 +48,12 @@ import anyio
 import anyio.to_thread
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from streams.exceptions import MemstreamError
-from streams.partitioning import partition_for_tenant
+from streams.common.exceptions import MemstreamError
+from streams.common.partitioning import partition_for_tenant
+from streams.common.settings import Settings
+from streams.common.topics import topic_spec
 from streams.service.feed import ReplicaFeed
 from streams.service.replica import MEMORIES, SUMMARIES
-from streams.settings import Settings
-from streams.topics import topic_spec
 
 # What the app writes next from each input topic (same partition number).
 NEXT_HOP = {

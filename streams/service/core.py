@@ -12,8 +12,9 @@ from typing import Protocol
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from agents.models.exceptions import ModelError
-from streams.observability import StateDirCollector
+from streams.common.observability import StateDirCollector
+from streams.common.settings import Settings
+from streams.models.exceptions import ModelError
 from streams.service.auth import TokenTable
 from streams.service.commands import CommandWriter
 from streams.service.consistency import ConsistencyGate
@@ -21,7 +22,6 @@ from streams.service.feed import ReplicaFeed, feed_topics
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
 from streams.service.vectors import IndexPolicy
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 

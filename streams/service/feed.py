@@ -19,12 +19,12 @@ from collections.abc import Callable, Collection
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from streams.codec import AvroCodec, CodecError
-from streams.exceptions import UnavailableError
-from streams.registry import latest_schema, registry_client
+from streams.common.codec import AvroCodec, CodecError
+from streams.common.exceptions import UnavailableError
+from streams.common.registry import latest_schema, registry_client
+from streams.common.settings import Settings
 from streams.service.replica import MEMORIES, SUMMARIES, Replica
 from streams.service.snapshot import SnapshotStore
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from streams.redaction import redact
+from streams.common.redaction import redact
 from streams.service.core import ReadService
 
 Check = dict[str, Any]
@@ -59,8 +59,8 @@ class Readiness:
     def _clients(self) -> tuple[Any, Any]:
         with self._clients_lock:
             if self._admin is None:
-                from streams.admin import admin_client
-                from streams.registry import registry_client
+                from streams.common.registry import registry_client
+                from streams.ops.admin import admin_client
 
                 settings = self.service.settings
                 self._admin = admin_client(settings)

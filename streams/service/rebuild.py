@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.models.embedding_backends import embedding_model_id
-from streams.exceptions import MemstreamError, UnavailableError
+from streams.common.exceptions import MemstreamError, UnavailableError
+from streams.common.settings import Settings
+from streams.models.embedding_backends import embedding_model_id
 from streams.service.feed import ReplicaFeed, feed_topics
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore, manifest, paused_gc, write_part
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def balanced_shares(sizes: dict[int, int], jobs: int) -> list[list[int]]:
 
 def _share_main() -> int:
     """One share of a parallel rebuild (run by ``_rebuild_parallel``)."""
-    from streams.logs import configure_logging
+    from streams.common.logs import configure_logging
 
     settings, partitions, tmp, prefix = pickle.loads(sys.stdin.buffer.read())
     configure_logging("WARNING", json_lines=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from agents.models.embedding_backends import embedding_model_id
-from agents.models.exceptions import ModelError
-from streams.settings import Settings
+from streams.common.settings import Settings
+from streams.models.embedding_backends import embedding_model_id
+from streams.models.exceptions import ModelError
 
 if TYPE_CHECKING:
     from streams.service.core import MissingModel, QueryEmbedder
@@ -41,7 +41,7 @@ def load_query_model(settings: Settings) -> QueryEmbedder | MissingModel:
     A model that does not load (a wrong path, a missing download) leaves the service live but
     not ready: /readyz names the model and the error, recall and context answer 503, and an
     orchestrator sees why instead of a process restarting in a loop."""
-    from agents.models.embedding_backends import load_embedder
+    from streams.models.embedding_backends import load_embedder
     from streams.service.core import MissingModel
 
     name, backend = settings.embedding_model, settings.embedding_backend

@@ -19,7 +19,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from streams.settings import Settings
+from streams.common.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import faiss
 import msgpack
 import numpy as np
 
-from streams.private_files import create_private_file, private_dir, restrict_tree
+from streams.common.private_files import create_private_file, private_dir, restrict_tree
 from streams.service.memories import TenantMemories
 from streams.service.replica import Replica
 from streams.service.vectors import IndexPolicy

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.admin import ensure_topics
-from streams.devstack.stack import DevStack
-from streams.registry import register_all
-from streams.settings import Settings, load_settings
+from streams.common.registry import register_all
+from streams.common.settings import Settings, load_settings
+from streams.ops.admin import ensure_topics
+from streams.ops.devstack.stack import DevStack
 from tests.integration.harness import free_port
 
 

@@ -17,13 +17,13 @@ import httpx
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.devstack.stack import DevStack
-from streams.events import Feedback, TelemetryEvent
+from streams.common.reader import read_topic
+from streams.common.settings import Settings
+from streams.ops.devstack.stack import DevStack
+from streams.ops.stats import pipeline_stats
 from streams.processing.store import decode_value
-from streams.producer import MemstreamProducer
-from streams.reader import read_topic
-from streams.settings import Settings
-from streams.stats import pipeline_stats
+from streams.sdk.events import Feedback, TelemetryEvent
+from streams.sdk.producer import MemstreamProducer
 from tests.integration.workload import Workload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,12 +66,12 @@ def produce(settings: Settings, work: Workload) -> None:
 def produce_unchecked(settings: Settings, events: list[Any]) -> None:
     """Send events as a client that skips the SDK's checks would: valid Avro under the
     registered schema, on the tenant's partition, whatever ``check_event`` thinks of them."""
-    from streams.codec import AvroCodec
-    from streams.events import as_record
-    from streams.partitioning import partition_for_tenant
-    from streams.registry import latest_schema, registry_client, subject_for
-    from streams.topics import topic_spec
-    from streams.validation import validate_record
+    from streams.common.codec import AvroCodec
+    from streams.common.partitioning import partition_for_tenant
+    from streams.common.registry import latest_schema, registry_client, subject_for
+    from streams.common.topics import topic_spec
+    from streams.common.validation import validate_record
+    from streams.sdk.events import as_record
 
     codec = AvroCodec(registry_client(settings))
     raw = Producer(settings.kafka_client_config())

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from streams.settings import Settings
+from streams.common.settings import Settings
 from tests.integration.harness import REPO, raw_log
 
 TOKENS = {"tok-acme": "acme", "tok-globex": "globex"}

@@ -21,14 +21,14 @@ from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from agents.dedupe import memory_id
-from streams.acls import Role, upsert_user
-from streams.admin import ensure_topics
-from streams.client import MemoryClient
-from streams.devstack.stack import DevStack
-from streams.events import TelemetryEvent
-from streams.producer import MemstreamProducer
-from streams.registry import register_all
-from streams.settings import Settings, load_settings
+from streams.common.registry import register_all
+from streams.common.settings import Settings, load_settings
+from streams.ops.acls import Role, upsert_user
+from streams.ops.admin import ensure_topics
+from streams.ops.devstack.stack import DevStack
+from streams.sdk.client import MemoryClient
+from streams.sdk.events import TelemetryEvent
+from streams.sdk.producer import MemstreamProducer
 from tests.integration.harness import REPO, memstream_env, start_worker, stop_worker, wait_ready
 from tests.integration.service_harness import Service
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from streams.admin import ensure_topics
-from streams.devstack.stack import DevStack
-from streams.settings import Settings
+from streams.common.settings import Settings
+from streams.ops.admin import ensure_topics
+from streams.ops.devstack.stack import DevStack
 
 REPO = Path(__file__).resolve().parents[2]
 

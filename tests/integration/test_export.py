@@ -13,12 +13,12 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streams.codec import AvroCodec
-from streams.export.files import sha256_of
-from streams.partitioning import partition_for_tenant
-from streams.registry import latest_schema, registry_client, subject_for
-from streams.settings import Settings
-from streams.topics import topic_spec
+from streams.common.codec import AvroCodec
+from streams.common.partitioning import partition_for_tenant
+from streams.common.registry import latest_schema, registry_client, subject_for
+from streams.common.settings import Settings
+from streams.common.topics import topic_spec
+from streams.ops.export.files import sha256_of
 from tests.integration.harness import REPO, memstream_env
 
 

@@ -23,14 +23,14 @@ import httpx
 import pytest
 from confluent_kafka import KafkaException, Producer
 
-from streams.admin import ensure_topics
-from streams.codec import AvroCodec
-from streams.devstack.stack import DevStack
-from streams.events import TelemetryEvent, as_record
-from streams.partitioning import partition_for_tenant
-from streams.registry import register_all, registry_client
-from streams.schemas import load_schema_versions
-from streams.settings import Settings
+from streams.common.codec import AvroCodec
+from streams.common.partitioning import partition_for_tenant
+from streams.common.registry import register_all, registry_client
+from streams.common.schemas import load_schema_versions
+from streams.common.settings import Settings
+from streams.ops.admin import ensure_topics
+from streams.ops.devstack.stack import DevStack
+from streams.sdk.events import TelemetryEvent, as_record
 from tests.integration.harness import (
     changelog_state,
     committed_offsets,

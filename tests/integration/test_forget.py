@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from agents.dedupe import memory_id
-from streams.admin import ensure_topics
-from streams.client import MemoryClient, NotFound
-from streams.events import TelemetryEvent
-from streams.producer import DeliveryResult, MemstreamProducer
-from streams.reader import read_topic
-from streams.registry import register_all
-from streams.replay import live_members
-from streams.settings import Settings
+from streams.common.reader import read_topic
+from streams.common.registry import register_all
+from streams.common.settings import Settings
+from streams.ops.admin import ensure_topics
+from streams.ops.replay import live_members
+from streams.sdk.client import MemoryClient, NotFound
+from streams.sdk.events import TelemetryEvent
+from streams.sdk.producer import DeliveryResult, MemstreamProducer
 from tests.integration.harness import (
     REPO,
     start_worker,
@@ -202,9 +202,9 @@ def test_migrate_deletions_turns_old_tombstones_into_commands(provisioned: Setti
     re-applies commands, so `memstream migrate-deletions` writes one for each, once."""
     from confluent_kafka import Producer
 
-    from streams.codec import AvroCodec
-    from streams.registry import latest_schema, registry_client, subject_for
-    from streams.topics import memory_key, topic_spec
+    from streams.common.codec import AvroCodec
+    from streams.common.registry import latest_schema, registry_client, subject_for
+    from streams.common.topics import memory_key, topic_spec
 
     spec = topic_spec("memories.v1")
     codec = AvroCodec(registry_client(provisioned))

@@ -18,23 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from streams.reader import read_topic
-from streams.settings import Settings
+from streams.common.reader import read_topic
+from streams.common.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Which extras a module needs, by longest matching prefix; anything else is core.
 ROLE_OF_PREFIX = {
     "streams.processing": "worker",
-    "streams.worker": "worker",
+    "streams.models": "worker",
     "agents": "worker",
     "streams.service": "serve",
-    "streams.export": "export",
+    "streams.ops.export": "export",
     "streams.mcp": "mcp",
-    "streams.demo": "dev",
+    "streams.ops.demo": "dev",
 }
-# streams.observability is both roles' (worker and serve export metrics).
-SHARED = {"streams.observability": ("worker", "serve")}
+# streams.common.observability is both roles' (worker and serve export metrics).
+SHARED = {"streams.common.observability": ("worker", "serve")}
 HEAVY = ("torch", "faiss", "faster_whisper", "ctranslate2", "transformers", "nvidia", "triton")
 
 
@@ -132,7 +132,7 @@ def test_the_worker_embeds_without_torch_from_an_exported_model(
     assert export.returncode == 0, export.stderr[-4000:]
     code = ("import sys, json\n"
             "from pathlib import Path\n"
-            "from agents.models.embedding_backends import load_embedder\n"
+            "from streams.models.embedding_backends import load_embedder\n"
             "e = load_embedder(sys.argv[1], 'onnx', cache_dir=Path(sys.argv[2]))\n"
             "v = e.embed(['the auth service deploys on Friday'])\n"
             "print(json.dumps({'id': e.model_id, 'v': v[0].tolist(),\n"

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.settings import Settings
-from streams.worker import AGENT_NAMES
+from agents.worker import AGENT_NAMES
+from streams.common.settings import Settings
 from tests.deployment import REPO, catalogue, read_service_merged
 from tests.integration.harness import (
     free_port,

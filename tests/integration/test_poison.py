@@ -18,12 +18,12 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from bench.speech import espeak_available, synthesize
-from streams.codec import AvroCodec
-from streams.events import Feedback, TelemetryEvent, VoiceNote, as_record
-from streams.partitioning import partition_for_tenant
-from streams.registry import latest_schema, registry_client, subject_for
-from streams.settings import Settings
-from streams.topics import topic_spec
+from streams.common.codec import AvroCodec
+from streams.common.partitioning import partition_for_tenant
+from streams.common.registry import latest_schema, registry_client, subject_for
+from streams.common.settings import Settings
+from streams.common.topics import topic_spec
+from streams.sdk.events import Feedback, TelemetryEvent, VoiceNote, as_record
 from tests.integration.harness import (
     REPO,
     dead_letters,

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.reader import read_topic
-from streams.settings import Settings
+from streams.common.reader import read_topic
+from streams.common.settings import Settings
 from tests.integration.harness import REPO, memstream_env
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.codec import AvroCodec
-from streams.exceptions import SchemaError
-from streams.registry import register_all, registry_client
-from streams.schemas import SCHEMA_DIR, load_schema_versions
-from streams.settings import Settings
+from streams.common.codec import AvroCodec
+from streams.common.exceptions import SchemaError
+from streams.common.registry import register_all, registry_client
+from streams.common.schemas import SCHEMA_DIR, load_schema_versions
+from streams.common.settings import Settings
 
 
 def test_register_is_idempotent_and_sets_compatibility(stack_settings: Settings) -> None:

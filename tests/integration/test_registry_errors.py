@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.events import TelemetryEvent
-from streams.producer import MemstreamProducer
-from streams.settings import Settings
+from streams.common.settings import Settings
+from streams.sdk.events import TelemetryEvent
+from streams.sdk.producer import MemstreamProducer
 from tests.integration.harness import (
     dead_letters,
     final_memories,
@@ -87,11 +87,11 @@ def test_only_the_registrys_own_404_makes_bytes_undecodable(provisioned: Setting
     path) are UnavailableError (wait); the registry's 40403 for an id is CodecError."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    from streams.codec import AvroCodec, CodecError
-    from streams.events import as_record
-    from streams.exceptions import UnavailableError
-    from streams.registry import latest_schema, registry_client, subject_for
-    from streams.topics import topic_spec
+    from streams.common.codec import AvroCodec, CodecError
+    from streams.common.exceptions import UnavailableError
+    from streams.common.registry import latest_schema, registry_client, subject_for
+    from streams.common.topics import topic_spec
+    from streams.sdk.events import as_record
     from tests.integration.harness import free_port
 
     spec = topic_spec("telemetry.v1")

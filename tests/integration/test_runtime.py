@@ -10,15 +10,17 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.events import TelemetryEvent
-from streams.exceptions import UnavailableError, ValidationError
-from streams.processing.runtime import BatchContext, InputRecord, ProcessingError, Processor
-from streams.producer import MemstreamProducer
-from streams.settings import Settings
+from streams.common.exceptions import UnavailableError, ValidationError
+from streams.common.settings import Settings
+from streams.processing.api import Agent, BatchContext, InputRecord
+from streams.processing.exceptions import AgentFailedError
+from streams.processing.runtime import Runtime
+from streams.sdk.events import TelemetryEvent
+from streams.sdk.producer import MemstreamProducer
 from tests.integration.harness import changelog_state, dead_letters, scored
 
 
-class Fragile:
+class Fragile(Agent):
     """Echoes telemetry as scored records and remembers each event id; raises on 'boom',
     refuses 'invalid' (ValidationError), and raises once on each 'flaky' (a transient)."""
 
@@ -29,9 +31,6 @@ class Fragile:
     def __init__(self) -> None:
         self.flaked: set[str] = set()
         self.tripped = False
-
-    def on_assigned(self, partitions: frozenset[int], stores: Any) -> None:
-        pass
 
     def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
         for record in records:
@@ -70,7 +69,7 @@ def _committed(settings: Settings, topic: str) -> int:
 def test_a_record_an_agent_fails_on_is_dead_lettered_and_the_rest_flow(
     provisioned: Settings, tmp_path: Path
 ) -> None:
-    from streams.admin import ensure_changelog_topics
+    from streams.ops.admin import ensure_changelog_topics
 
     settings = provisioned.model_copy(update={
         "app_id": f"pytest-{uuid.uuid4().hex[:8]}", "data_dir": tmp_path, "metrics_port": 0,
@@ -83,10 +82,10 @@ def test_a_record_an_agent_fails_on_is_dead_lettered_and_the_rest_flow(
         for event in events:
             producer.send_async(event)
 
-    processor = Processor(settings, [Fragile()])
-    ensure_changelog_topics(settings, [processor.changelog_topic("seen")])
+    runtime = Runtime(settings, [Fragile()])
+    ensure_changelog_topics(settings, [runtime.changelog_topic("seen")])
     stop = threading.Event()
-    thread = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 60
@@ -112,19 +111,19 @@ def _run_until_committed(settings: Settings, events: list[TelemetryEvent],
                          agent: Fragile) -> BaseException | None:
     """Run the runtime in a thread until every event's offset is committed; return what
     made ``run`` raise, if it did."""
-    from streams.admin import ensure_changelog_topics
+    from streams.ops.admin import ensure_changelog_topics
 
     with MemstreamProducer(settings) as producer:
         for event in events:
             producer.send_async(event)
-    processor = Processor(settings, [agent])
-    ensure_changelog_topics(settings, [processor.changelog_topic("seen")])
+    runtime = Runtime(settings, [agent])
+    ensure_changelog_topics(settings, [runtime.changelog_topic("seen")])
     stop = threading.Event()
     raised: list[BaseException] = []
 
     def run() -> None:
         try:
-            processor.run(stop)
+            runtime.run(stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             raised.append(exc)
 
@@ -200,7 +199,7 @@ def test_on_processing_error_fail_stops_the_runtime_and_commits_nothing(
     texts[2] = "boom"
     events = _events(texts)
     raised = _run_until_committed(settings, events, Fragile())
-    assert isinstance(raised, ProcessingError), raised
+    assert isinstance(raised, AgentFailedError), raised
     assert "ValueError" in str(raised) and "fragile" in str(raised)
     assert dead_letters(settings) == []
     # Whatever the batch held with the failing record was not committed.

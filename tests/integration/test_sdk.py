@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from streams.events import Feedback, TelemetryEvent, VoiceNote
-from streams.exceptions import DeliveryError, UnavailableError, ValidationError
-from streams.producer import MemstreamProducer
-from streams.reader import read_topic
-from streams.registry import registry_client
-from streams.settings import Settings
+from streams.common.exceptions import DeliveryError, UnavailableError, ValidationError
+from streams.common.reader import read_topic
+from streams.common.registry import registry_client
+from streams.common.settings import Settings
+from streams.sdk.events import Feedback, TelemetryEvent, VoiceNote
+from streams.sdk.producer import MemstreamProducer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,7 +154,7 @@ def test_cli_produce_reports_count_and_errors(provisioned: Settings, tmp_path: P
 
 
 def test_a_tenant_lands_on_one_partition_number_of_every_topic(provisioned: Settings) -> None:
-    from streams.partitioning import partition_for_tenant
+    from streams.common.partitioning import partition_for_tenant
 
     with MemstreamProducer(provisioned) as producer:
         results = [

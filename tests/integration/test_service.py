@@ -14,13 +14,13 @@ import httpx
 import pytest
 
 from agents.dedupe import memory_id
-from streams.admin import ensure_topics
-from streams.client import MemoryClient, NotCaughtUpError, NotFound
-from streams.events import TelemetryEvent
-from streams.producer import MemstreamProducer
-from streams.reader import read_topic
-from streams.registry import register_all
-from streams.settings import Settings, load_settings
+from streams.common.reader import read_topic
+from streams.common.registry import register_all
+from streams.common.settings import Settings, load_settings
+from streams.ops.admin import ensure_topics
+from streams.sdk.client import MemoryClient, NotCaughtUpError, NotFound
+from streams.sdk.events import TelemetryEvent
+from streams.sdk.producer import MemstreamProducer
 from tests.integration.harness import start_worker, stop_worker, wait_ready, worker_settings
 from tests.integration.service_harness import Service
 

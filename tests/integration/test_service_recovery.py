@@ -15,13 +15,13 @@ import httpx
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.admin import ensure_topics
-from streams.codec import AvroCodec
-from streams.events import TelemetryEvent
-from streams.producer import MemstreamProducer
-from streams.registry import register_all, registry_client
-from streams.replay import live_members
-from streams.settings import Settings
+from streams.common.codec import AvroCodec
+from streams.common.registry import register_all, registry_client
+from streams.common.settings import Settings
+from streams.ops.admin import ensure_topics
+from streams.ops.replay import live_members
+from streams.sdk.events import TelemetryEvent
+from streams.sdk.producer import MemstreamProducer
 from tests.integration.harness import (
     REPO,
     start_worker,

@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from streams.events import Feedback, TelemetryEvent, VoiceNote
+from streams.sdk.events import Feedback, TelemetryEvent, VoiceNote
 
 SUBJECTS = ["the billing service", "the search index", "the login page", "the nightly backup",
             "the payment webhook", "the mobile app", "the data export", "the audit log",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.acls import Role, grants, rpk_commands
-from streams.settings import load_settings
-from streams.topics import TOPICS
+from streams.common.settings import load_settings
+from streams.common.topics import TOPICS
+from streams.ops.acls import Role, grants, rpk_commands
 
 SETTINGS = load_settings(topic_prefix="prod.", app_id="ms")
 

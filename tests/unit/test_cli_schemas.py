@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.schemas import SCHEMA_DIR
+from streams.common.schemas import SCHEMA_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 

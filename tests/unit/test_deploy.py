@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.settings import ENV_PREFIX, SECRET_FIELDS, Settings
-from streams.topics import TOPICS_BY_BASE
+from streams.common.settings import ENV_PREFIX, SECRET_FIELDS, Settings
+from streams.common.topics import TOPICS_BY_BASE
 from tests.deployment import (
     READ_SERVICE_SETTINGS,
     REPO,
@@ -207,7 +207,7 @@ def test_every_memstream_variable_is_a_real_setting() -> None:
         names = set(re.findall(r"\bMEMSTREAM_[A-Z0-9_]*[A-Z0-9]\b", text))
         assert names, path
         unknown = sorted(n for n in names if not _is_known_variable(n))
-        assert not unknown, f"{path.name}: not fields of streams/settings.py: {unknown}"
+        assert not unknown, f"{path.name}: not fields of streams/common/settings.py: {unknown}"
 
 
 def test_compose_variables_are_settings_or_compose_knobs() -> None:
@@ -308,7 +308,7 @@ def test_compose_file_mentions_no_path_outside_the_repository() -> None:
 
 def _deploy_check() -> str | None:
     """deploy/check built once into the memstream cache (needs Go and its module proxy)."""
-    from streams.settings import load_settings
+    from streams.common.settings import load_settings
 
     binary = load_settings().cache_dir / "bin" / "memstream-deploy-check"
     source = REPO / "deploy" / "check"

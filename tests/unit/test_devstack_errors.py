@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.devstack import install
-from streams.devstack.exceptions import DevStackError
-from streams.devstack.stack import _require_free_port
+from streams.ops.devstack import install
+from streams.ops.devstack.exceptions import DevStackError
+from streams.ops.devstack.stack import _require_free_port
 
 
 def test_taken_port_is_named() -> None:

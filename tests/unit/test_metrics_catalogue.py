@@ -13,10 +13,10 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from streams.observability import StateDirCollector, WorkerMetrics
-from streams.settings import load_settings
-from streams.topics import TOPICS_BY_BASE
-from streams.worker import AGENT_NAMES
+from agents.worker import AGENT_NAMES
+from streams.common.observability import StateDirCollector, WorkerMetrics
+from streams.common.settings import load_settings
+from streams.common.topics import TOPICS_BY_BASE
 from tests.deployment import (
     REPO,
     UNBOUNDED_LABELS,

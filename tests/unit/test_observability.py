@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from agents.memorize import MemorizeAgent
-from streams.observability import StateDirCollector, WorkerMetrics, directory_bytes
-from streams.processing.runtime import InputRecord
+from streams.common.observability import StateDirCollector, WorkerMetrics, directory_bytes
+from streams.processing.api import InputRecord
 
 
 def _samples(collector: StateDirCollector) -> dict[str, tuple[dict[str, str], float]]:
@@ -94,7 +94,7 @@ def test_registry_client_requests_are_not_logged_and_urls_are_redacted(
 ) -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    from streams.logs import configure_logging
+    from streams.common.logs import configure_logging
 
     server, port = _registry_stub()
     try:

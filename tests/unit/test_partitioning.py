@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.partitioning import murmur2, partition_for_tenant
+from streams.common.partitioning import murmur2, partition_for_tenant
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.export.dataset import WRITERS, RowFilter, dataset_rows
-from streams.export.files import write_atomically
+from streams.ops.export.dataset import WRITERS, RowFilter, dataset_rows
+from streams.ops.export.files import write_atomically
 from streams.processing.store import PartitionStore
 from tests.unit.export.test_dataset import MEMORIES
 

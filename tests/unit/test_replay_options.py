@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.replay import ReplayRefused, ReplayRequest
+from streams.ops.replay import ReplayRefused, ReplayRequest
 
 
 def parse(**kw: object) -> ReplayRequest:

@@ -1,4 +1,4 @@
-"""Tests for the shipped Avro schemas and the compatibility checks in streams.schemas."""
+"""Tests for the shipped Avro schemas and the compatibility checks in streams.common.schemas."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import avro.schema
 import fastavro
 import pytest
 
-from streams.exceptions import MemstreamError, SchemaError
-from streams.schemas import (
+from streams.common.exceptions import MemstreamError, SchemaError
+from streams.common.schemas import (
     SCHEMA_DIR,
     SchemaVersion,
     check_all,

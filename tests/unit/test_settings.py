@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError as PydanticValidationError
 
-from streams.settings import SettingsError, load_settings
+from streams.common.settings import SettingsError, load_settings
 from tests.deployment import REPO
 
 SECRET_PARTS = ["Hx7Qz2Lm9Wp4", "Kd8Rt3Yv6Nb1", "Zq5Jc8Fs2Ug7", "Pw4Xe9Ta3Mr6", "Bn2Vc7Lq5Ke8"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from streams.events import SDK_EVENTS
-from streams.registry import latest_schema
-from streams.schemas import load_schema_versions
-from streams.topics import TOPICS, topic_spec, voice_audio_limit
+from streams.common.registry import latest_schema
+from streams.common.schemas import load_schema_versions
+from streams.common.topics import TOPICS, topic_spec, voice_audio_limit
+from streams.sdk.events import SDK_EVENTS
 
 ARCHITECTURE = Path(__file__).resolve().parents[3] / "shared" / "ARCHITECTURE.md"
 

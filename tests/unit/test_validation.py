@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.exceptions import ValidationError
-from streams.registry import latest_schema
-from streams.validation import validate_record
+from streams.common.exceptions import ValidationError
+from streams.common.registry import latest_schema
+from streams.common.validation import validate_record
 
 LIMITS = {"text": 20, "audio": 8}
 
@@ -88,9 +88,9 @@ def test_non_finite_number_is_rejected() -> None:
 
 @pytest.mark.parametrize("tenant", ["acme#staging", " acme", "", "a=b", "é"])
 def test_the_sdk_refuses_a_tenant_outside_the_tenant_rule(tenant: str) -> None:
-    from streams.events import TelemetryEvent
-    from streams.producer import MemstreamProducer
-    from streams.settings import load_settings
+    from streams.common.settings import load_settings
+    from streams.sdk.events import TelemetryEvent
+    from streams.sdk.producer import MemstreamProducer
 
     # Refused before anything is encoded or sent: no broker or registry is needed.
     settings = load_settings(bootstrap_servers="127.0.0.1:1",

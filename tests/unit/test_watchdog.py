@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.observability import WorkerMetrics
+from streams.common.observability import WorkerMetrics
 from streams.processing.watchdog import EXIT_STALLED, EXIT_STOP_TIMEOUT, Liveness, Watchdog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,10 +197,10 @@ class FakeConsumer:
 
 
 def test_the_runtime_guards_its_transaction_calls(settings_factory) -> None:  # type: ignore[no-untyped-def]
-    """Processor._commit runs send_offsets_to_transaction under the watchdog's deadline."""
+    """The commit protocol runs send_offsets_to_transaction under the watchdog's deadline."""
     from confluent_kafka import TopicPartition
 
-    from streams.processing.runtime import Processor
+    from streams.processing.runtime import Runtime
 
     settings = settings_factory(request_timeout_s=0.2, metrics_port=0)
     exits: list[int] = []
@@ -212,20 +212,19 @@ def test_the_runtime_guards_its_transaction_calls(settings_factory) -> None:  # 
 
     watchdog = Watchdog(threading.Event(), stop_grace_s=5, call_grace_s=0.3, exit=fake_exit)
     watchdog.start(signals=False)
-    processor = Processor(settings, [], watchdog=watchdog)
-    processor.producer, processor.consumer = producer, FakeConsumer()  # type: ignore[assignment]
+    runtime = Runtime(settings, [], watchdog=watchdog, clients=(FakeConsumer(), producer))  # type: ignore[arg-type]
     started = time.monotonic()
     with pytest.raises(AssertionError, match="committed after"):
-        processor._commit([TopicPartition("t", 0, 1)])
+        runtime.transactions._commit([TopicPartition("t", 0, 1)])
     watchdog.close()
     assert exits == [EXIT_STALLED]
     assert time.monotonic() - started < 3
 
 
 def test_static_membership_can_be_turned_off(settings_factory) -> None:  # type: ignore[no-untyped-def]
-    from streams.processing.runtime import Processor
+    from streams.processing.clients import consumer_config
 
-    on = Processor(settings_factory(metrics_port=0, app_id="a", worker_id="w-3"), [])
-    off = Processor(settings_factory(metrics_port=0, static_membership=False), [])
-    assert on._consumer_config()["group.instance.id"] == "a-w-3"
-    assert "group.instance.id" not in off._consumer_config()
+    on = consumer_config(settings_factory(metrics_port=0, app_id="a", worker_id="w-3"))
+    off = consumer_config(settings_factory(metrics_port=0, static_membership=False))
+    assert on["group.instance.id"] == "a-w-3"
+    assert "group.instance.id" not in off

@@ -17,12 +17,12 @@ from typing import Any
 
 import fastavro
 
-from agents.deadletter import DeadLetterReason
 from agents.dedupe import content_hash
-from streams.processing.runtime import BatchContext, InputRecord, StoreAccess
+from streams.common.registry import latest_schema
+from streams.common.topics import topic_spec
+from streams.processing.api import DeadLetterReason, InputRecord, StoreAccess
+from streams.processing.context import StoreMap
 from streams.processing.store import PartitionStore
-from streams.registry import latest_schema
-from streams.topics import topic_spec
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def scored(
     return decoded("scored.v1", record, partition=partition, offset=offset)
 
 
-class RecordingBatchContext(BatchContext):
+class RecordingBatchContext(StoreMap):
     """A ``BatchContext`` without a broker: real stores, collected outputs, explicit outcome."""
 
     def __init__(
@@ -173,8 +173,8 @@ class RecordingBatchContext(BatchContext):
             for name in store_names
             for p in partitions
         }
-        # Not BatchContext.__init__: that one needs a Processor (producer, consumer, registry).
-        StoreAccess.__init__(self, stores)
+        super().__init__(stores)
+        self._partition_stores = stores
         self.agent = ""
         self.sent: list[Sent] = []
         self.dead_letters: list[DeadLettered] = []
@@ -209,26 +209,26 @@ class RecordingBatchContext(BatchContext):
     def commit(self) -> None:
         """The batch's transaction committed: its store writes go to the changelog (as the
         runtime sends them before the commit), then are applied (no changelog offset)."""
-        for store in self._stores.values():
+        for store in self._partition_stores.values():
             store.send_changes()
-        for store in self._stores.values():
+        for store in self._partition_stores.values():
             store.apply(None)
         self._marks = (len(self.sent), len(self.dead_letters), len(self.changelog))
 
     def abort(self) -> None:
         """The batch's transaction aborted: forget its store writes and its outputs."""
-        for store in self._stores.values():
+        for store in self._partition_stores.values():
             store.discard()
         sent, dead, changes = self._marks
         del self.sent[sent:], self.dead_letters[dead:], self.changelog[changes:]
 
     def committed(self) -> StoreAccess:
-        """The stores as ``on_assigned`` sees them (only committed data is read there)."""
-        return StoreAccess(self._stores)
+        """The stores as ``rebuild`` sees them (only committed data is read there)."""
+        return StoreMap(self._partition_stores)
 
     def close(self) -> None:
         """Close every store's RocksDB."""
-        for store in self._stores.values():
+        for store in self._partition_stores.values():
             store.close()
 
 

@@ -9,10 +9,10 @@ import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext
 
 from agents.memorize import MemorizeAgent
-from agents.models.embedder import SentenceTransformerEmbedder
 from agents.score import ScoreAgent
 from agents.scoring import ValueScorer, load_scorer_config
-from streams.observability import WorkerMetrics
+from streams.common.observability import WorkerMetrics
+from streams.models.embedder import SentenceTransformerEmbedder
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agents.deadletter import DeadLetterReason, SourceCoordinates, dead_letter
-from streams.registry import latest_schema
-from streams.validation import validate_record
+from streams.common.registry import latest_schema
+from streams.common.validation import validate_record
+from streams.processing.deadletter import DeadLetterReason, SourceCoordinates, dead_letter
 
 
 def test_dead_letter_matches_schema_and_keeps_original_bytes() -> None:

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from agents.dedupe import content_hash, memory_id, normalize_text
-from streams.exceptions import ValidationError
+from streams.common.exceptions import ValidationError
 
 
 def test_normalized_duplicates_share_memory_id() -> None:

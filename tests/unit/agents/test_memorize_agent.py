@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, scored
 
-from agents.deadletter import DeadLetterReason
 from agents.dedupe import content_hash, memory_id
 from agents.memorize import MemorizeAgent
-from agents.models.embedder import SentenceTransformerEmbedder, vector_from_bytes, vector_to_bytes
 from agents.score import SEP
-from streams.processing.runtime import InputRecord
+from streams.models.embedder import SentenceTransformerEmbedder, vector_from_bytes, vector_to_bytes
+from streams.processing.api import InputRecord
+from streams.processing.deadletter import DeadLetterReason
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 RESTART = "Restart the ingest worker after changing the topic prefix."
@@ -249,7 +249,7 @@ def test_rescore_of_a_memorized_event_updates_value_not_count(
     assert (memory["value"], memory["occurrence_count"]) == (0.7, 1)
 
 
-def test_on_assigned_rebuilds_the_index_from_committed_memories(
+def test_rebuild_rebuilds_the_index_from_committed_memories(
     memorize_agent_factory: MemorizeFactory, ctx: RecordingBatchContext
 ) -> None:
     memorize_agent_factory().process([scored(PASSWORD, event_id="e-1")], ctx)
@@ -257,7 +257,7 @@ def test_on_assigned_rebuilds_the_index_from_committed_memories(
 
     restarted = memorize_agent_factory()
     assert len(restarted.indexes) == 0
-    restarted.on_assigned(ALL, ctx.committed())
+    restarted.rebuild(ALL, ctx.committed())
     assert len(restarted.indexes) == 1
 
     restarted.process([scored(PASSWORD_PARAPHRASE, event_id="e-2", offset=1)], ctx)
@@ -268,26 +268,26 @@ def test_on_assigned_rebuilds_the_index_from_committed_memories(
     assert texts_embedded(restarted) == 1
 
 
-def test_on_assigned_ignores_partitions_not_owned(
+def test_rebuild_ignores_partitions_not_owned(
     memorize_agent_factory: MemorizeFactory, batch_ctx_factory: BatchCtxFactory
 ) -> None:
     ctx = batch_ctx_factory("content", "memories", partitions=(0, 1))
     memorize_agent_factory().process([scored(PASSWORD, event_id="e-1", partition=1)], ctx)
     ctx.commit()
     restarted = memorize_agent_factory()
-    restarted.on_assigned(frozenset({0}), ctx.committed())
+    restarted.rebuild(frozenset({0}), ctx.committed())
     assert len(restarted.indexes) == 0
-    restarted.on_assigned(frozenset({0, 1}), ctx.committed())
+    restarted.rebuild(frozenset({0, 1}), ctx.committed())
     assert len(restarted.indexes) == 1
 
 
-def test_aborted_batch_leaves_no_trace_after_on_assigned(
+def test_aborted_batch_leaves_no_trace_after_rebuild(
     agent: MemorizeAgent, ctx: RecordingBatchContext
 ) -> None:
     agent.process([scored(PASSWORD, event_id="e-1")], ctx)
     assert len(agent.indexes) == 1  # added during the batch, before the commit
     ctx.abort()
-    agent.on_assigned(ALL, ctx.committed())
+    agent.rebuild(ALL, ctx.committed())
 
     assert len(agent.indexes) == 0
     assert list(ctx.store("memories", 0).committed_items()) == []
@@ -305,7 +305,7 @@ def test_aborted_batch_leaves_no_trace_after_on_assigned(
 @pytest.mark.parametrize(
     ("model_id", "deleted"), [("other/model", False), (MODEL, True)], ids=["other-model", "deleted"]
 )
-def test_on_assigned_skips_other_models_and_deleted_memories(
+def test_rebuild_skips_other_models_and_deleted_memories(
     agent: MemorizeAgent,
     ctx: RecordingBatchContext,
     embedder: SentenceTransformerEmbedder,
@@ -338,7 +338,7 @@ def test_on_assigned_skips_other_models_and_deleted_memories(
         },
     )
     ctx.commit()
-    agent.on_assigned(ALL, ctx.committed())
+    agent.rebuild(ALL, ctx.committed())
     assert len(agent.indexes) == 0
 
     agent.process([scored(PASSWORD_PARAPHRASE, event_id="e-2")], ctx)
@@ -394,7 +394,7 @@ def test_a_deletion_sticks_when_its_content_comes_again(
     assert written["deleted"] and written["text"] == "" and written["event_id"] == "cmd-1"
     assert ctx.sent[-1].key == f"acme:{mid}", "same key as the memory: compaction drops it"
     assert PASSWORD not in repr(written)
-    agent.on_assigned(ALL, ctx.committed())
+    agent.rebuild(ALL, ctx.committed())
     assert agent.indexes.nearest("acme", agent.embedder.embed([PASSWORD])[0], k=1) == []
 
     sent_before = len(ctx.sent_to("memories.v1"))

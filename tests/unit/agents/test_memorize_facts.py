@@ -150,14 +150,14 @@ def test_an_older_statement_arriving_late_is_superseded_already(
             0.956, abs=0.01))]
 
 
-def test_on_assigned_leaves_superseded_memories_out_of_the_index(
+def test_rebuild_leaves_superseded_memories_out_of_the_index(
     memorize_agent_factory: MemorizeFactory, ctx: RecordingBatchContext
 ) -> None:
     run(memorize_agent_factory(), ctx, [scored(FRIDAY, event_id="e-1", event_time=T0)],
         [scored(TUESDAY, event_id="e-2", event_time=T1)])
 
     restarted = memorize_agent_factory()
-    restarted.on_assigned(ALL, ctx.committed())
+    restarted.rebuild(ALL, ctx.committed())
     index = restarted.indexes.get("acme")
     assert index is not None
     assert memory_id("acme", TUESDAY) in index

@@ -8,10 +8,10 @@ from unittest.mock import ANY
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, feedback, telemetry
 
-from agents.deadletter import DeadLetterReason
 from agents.dedupe import content_hash
 from agents.memorize import MemorizeAgent
 from agents.score import SEP, ScoreAgent
+from streams.processing.deadletter import DeadLetterReason
 
 TEXT = "Restart the ingest worker after changing the topic prefix."  # 10 tokens
 T0 = 1_700_000_000_000
@@ -280,7 +280,7 @@ def test_expiry_of_an_aborted_batch_happens_when_it_is_retried(
                       event_time=T0 + 120_000, offset=1)
     agent.process([later], ctx)
     ctx.abort()
-    agent.on_assigned(frozenset({0}), ctx.committed())  # what the runtime does after an abort
+    agent.rebuild(frozenset({0}), ctx.committed())  # what the runtime does after an abort
 
     agent.process([later], ctx)
     ctx.commit()

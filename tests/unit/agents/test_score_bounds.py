@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, feedback, telemetry
 
-from agents.deadletter import DeadLetterReason
 from agents.score import CLOCK_KEY, SEP, ScoreAgent
-from streams.processing.runtime import InputRecord
+from streams.processing.api import InputRecord
+from streams.processing.deadletter import DeadLetterReason
 
 T0 = 1_700_000_000_000
 DAY = 86_400_000

@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 import pytest
 from batch_ctx import BatchCtxFactory, feedback, scored, telemetry
 
-from agents.deadletter import DeadLetterReason
 from agents.memorize import MemorizeAgent
 from agents.score import ScoreAgent
-from streams.events import Feedback, TelemetryEvent, as_record
-from streams.exceptions import ValidationError
-from streams.producer import validated
-from streams.registry import latest_schema
-from streams.settings import load_settings
-from streams.topics import topic_spec
-from streams.validation import check_event, check_tenant
+from streams.common.exceptions import ValidationError
+from streams.common.registry import latest_schema
+from streams.common.settings import load_settings
+from streams.common.topics import topic_spec
+from streams.common.validation import check_event, check_tenant
+from streams.processing.deadletter import DeadLetterReason
+from streams.sdk.events import Feedback, TelemetryEvent, as_record
+from streams.sdk.producer import validated
 
 # Texts that normalize to nothing (the "?", "...", "---", "*") and other empties.
 EMPTY_TEXTS = ["?", "...", "---", "*", "", "   ", "\u00a0\u3000", "¿¡!", "«»", "\u200b"]

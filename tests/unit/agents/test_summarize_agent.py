@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.summarize import STORE, SummarizeAgent
-from streams.observability import WorkerMetrics
-from streams.processing.runtime import InputRecord, StoreAccess
+from streams.common.observability import WorkerMetrics
+from streams.processing.api import InputRecord
+from streams.processing.context import StoreMap
 from streams.processing.store import PartitionStore
 
 HOUR = 3_600_000
@@ -16,7 +17,7 @@ MIN = 60_000
 T0 = 1_793_520_000_000
 
 
-class Context(StoreAccess):
+class Context(StoreMap):
     """Stores plus a captured ``send``: what BatchContext offers the agent."""
 
     def __init__(self, stores: dict[tuple[str, int], PartitionStore]) -> None:
@@ -54,7 +55,7 @@ def test_aborted_batch_is_forgotten_and_its_retry_emits_the_same(tmp_path: Path)
     store = open_store(tmp_path / "a", changelog)
     ctx = Context({(STORE, 0): store})
     summarize = agent()
-    summarize.on_assigned(frozenset({0}), ctx)
+    summarize.rebuild(frozenset({0}), ctx)
     summarize.process(BATCH_1, ctx)
     store.send_changes()
     store.apply(None)  # committed
@@ -62,7 +63,7 @@ def test_aborted_batch_is_forgotten_and_its_retry_emits_the_same(tmp_path: Path)
     summarize.process(BATCH_2, ctx)
     aborted = list(ctx.sent)
     store.discard()  # the transaction aborted: what the runtime does next
-    summarize.on_assigned(frozenset({0}), ctx)
+    summarize.rebuild(frozenset({0}), ctx)
     ctx.sent.clear()
     summarize.process(BATCH_2, ctx)
     store.send_changes()
@@ -81,7 +82,7 @@ def test_aborted_batch_is_forgotten_and_its_retry_emits_the_same(tmp_path: Path)
     reopened = open_store(tmp_path / "a", changelog)
     ctx2 = Context({(STORE, 0): reopened})
     restarted = agent()
-    restarted.on_assigned(frozenset({0}), ctx2)
+    restarted.rebuild(frozenset({0}), ctx2)
     # the persisted stream time (1:05) says the hour before T0 is past its grace
     restarted.process([scored("before", T0 - 30 * MIN)], ctx2)
     assert restarted.metrics.summary_dropped.labels("late")._value.get() == 1
@@ -97,7 +98,7 @@ def test_one_changelog_record_per_changed_window_per_batch(tmp_path: Path) -> No
     store = open_store(tmp_path / "b", changelog)
     ctx = Context({(STORE, 0): store})
     summarize = agent()
-    summarize.on_assigned(frozenset({0}), ctx)
+    summarize.rebuild(frozenset({0}), ctx)
     summarize.process([scored(f"e{i}", T0 + i * 1000, session=f"s{i % 3}") for i in range(300)],
                       ctx)
     store.send_changes()
@@ -114,14 +115,14 @@ def test_a_delete_command_rederives_the_summary_of_an_evicted_window(tmp_path: P
     store = open_store(tmp_path / "c", changelog)
     ctx = Context({(STORE, 0): store})
     summarize = agent()
-    summarize.on_assigned(frozenset({0}), ctx)
+    summarize.rebuild(frozenset({0}), ctx)
     summarize.process([scored("secret", T0 + MIN), scored("b", T0 + 2 * MIN),
                        scored("c", T0 + 3 * HOUR)], ctx)  # hour 0 closed and evicted
     store.send_changes()
     store.apply(None)
     assert "secret: rotate" in ctx.sent[0]["text"]
     ctx.sent.clear()
-    summarize.on_assigned(frozenset({0}), ctx)
+    summarize.rebuild(frozenset({0}), ctx)
     command = InputRecord("commands.v1", 0, 7, b"acme:m", b"", {
         "tenant": "acme", "memory_id": memory_id_of_hash("acme", "h-secret"),
         "event_id": "cmd-1", "action": "DELETE", "event_time": T0 + 4 * HOUR,

@@ -13,8 +13,9 @@ import pytest
 
 from agents.summarize import SummarizeAgent
 from agents.summarizing import ChatRewriter, CircuitBreaker, summarize_window
-from streams.observability import WorkerMetrics
-from streams.processing.runtime import InputRecord, StoreAccess
+from streams.common.observability import WorkerMetrics
+from streams.processing.api import InputRecord
+from streams.processing.context import StoreMap
 from tests.unit.agents.test_summary_extractive import sample
 from tests.unit.agents.test_summary_windows import HOUR, MIN, T0, DictStore
 
@@ -128,11 +129,11 @@ def test_breaker_probes_after_cooldown_and_closes_on_success(chat_server: ChatSe
     healthy.close()
 
 
-class CapturingContext(StoreAccess):
+class CapturingContext(StoreMap):
     """The part of BatchContext the agent uses: stores, and send (captured)."""
 
     def __init__(self, stores: dict[tuple[str, int], DictStore]) -> None:
-        super().__init__(stores)  # type: ignore[arg-type]
+        super().__init__(stores)
         self.sent: list[tuple[str, dict[str, object], str]] = []
 
     def send(self, topic: str, record: dict[str, object], *, key: str) -> None:
@@ -152,7 +153,7 @@ def test_agent_emits_extractive_summary_when_the_endpoint_hangs(chat_server: Cha
     agent = SummarizeAgent(window_s=3600, grace_s=600, max_highlights=3, metrics=metrics,
                            rewriter=rewriter_factory(chat_server.url("hang"), outcomes))
     ctx = CapturingContext({("summary-windows", 0): DictStore()})
-    agent.on_assigned(frozenset({0}), ctx)
+    agent.rebuild(frozenset({0}), ctx)
     began = time.monotonic()
     agent.process([scored("a", T0 + MIN), scored("b", T0 + HOUR + MIN),
                    scored("c", T0 + 2 * HOUR + MIN), scored("late", T0 + 2 * MIN)], ctx)

@@ -11,23 +11,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.deadletter import DeadLetterReason
-from agents.models.audio import SAMPLE_RATE
-from agents.models.exceptions import ModelError
-from agents.models.transcriber import (
+from agents.transcribe import TranscribeAgent
+from agents.worker import AGENT_NAMES
+from bench.speech import wav_bytes
+from streams.common.observability import WorkerMetrics
+from streams.common.registry import latest_schema
+from streams.common.settings import load_settings
+from streams.common.validation import validate_record
+from streams.models.audio import SAMPLE_RATE
+from streams.models.exceptions import ModelError
+from streams.models.transcriber import (
     Segment,
     Transcription,
     canonical_whisper_id,
     resolve_whisper_model,
 )
-from agents.transcribe import TranscribeAgent
-from bench.speech import wav_bytes
-from streams.observability import WorkerMetrics
-from streams.processing.runtime import InputRecord
-from streams.registry import latest_schema
-from streams.settings import load_settings
-from streams.validation import validate_record
-from streams.worker import AGENT_NAMES
+from streams.processing.api import InputRecord
+from streams.processing.deadletter import DeadLetterReason
 
 
 class FakeTranscriber:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from streams.export.dataset import COLUMNS, WRITERS, RowFilter, dataset_rows
-from streams.export.files import manifest_path, sha256_of, write_atomically
+from streams.ops.export.dataset import COLUMNS, WRITERS, RowFilter, dataset_rows
+from streams.ops.export.files import manifest_path, sha256_of, write_atomically
 
 
 def memory(memory_id: str, value: float | None, *, tenant: str = "acme",

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from streams.client import NotCaughtUpError, NotFound, ServiceError, pack_text
-from streams.exceptions import UnavailableError
+from streams.common.exceptions import UnavailableError
+from streams.common.settings import load_settings
 from streams.mcp.exceptions import TenantMismatchError, ToolInputError
 from streams.mcp.memory import AssistantMemory, Caller
-from streams.producer import DeliveryResult
-from streams.settings import load_settings
+from streams.sdk.client import NotCaughtUpError, NotFound, ServiceError, pack_text
+from streams.sdk.producer import DeliveryResult
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -152,7 +152,7 @@ def test_pack_text_puts_summaries_before_memories() -> None:
 def test_the_cli_works_without_the_mcp_extra() -> None:
     code = ("import sys; sys.modules['mcp'] = None\n"
             "from typer.testing import CliRunner\n"
-            "from streams.cli import app\n"
+            "from streams.ops.cli import app\n"
             "r = CliRunner().invoke(app, ['mcp'])\n"
             "print(r.exit_code, r.output)\n"
             "print(CliRunner().invoke(app, ['hash-token', 'acme'],\n"

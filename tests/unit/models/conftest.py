@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.embedder import SentenceTransformerEmbedder
-from agents.models.embedding_backends import onnx_model_folder
+from streams.models.embedder import SentenceTransformerEmbedder
+from streams.models.embedding_backends import onnx_model_folder
 
 
 @pytest.fixture(scope="session")

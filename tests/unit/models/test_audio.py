@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.models.audio import SAMPLE_RATE, Clip, check_audible, decode_clip, loudest_frame_dbfs
-from agents.models.exceptions import (
+from bench.speech import reencode, wav_bytes
+from streams.models.audio import SAMPLE_RATE, Clip, check_audible, decode_clip, loudest_frame_dbfs
+from streams.models.exceptions import (
     AudioTooLongError,
     EmptyAudioError,
     SilentAudioError,
     UndecodableAudioError,
 )
-from bench.speech import reencode, wav_bytes
 
 
 def tone(seconds: float, rate: int, amplitude: float = 0.5, hz: float = 440.0) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.models.embedder import (
+from streams.models.embedder import (
     DEFAULT_EMBEDDING_MODEL,
     Embedder,
     SentenceTransformerEmbedder,
@@ -16,7 +16,7 @@ from agents.models.embedder import (
     vector_from_bytes,
     vector_to_bytes,
 )
-from agents.models.exceptions import ModelError, ModelMismatchError
+from streams.models.exceptions import ModelError, ModelMismatchError
 
 
 @pytest.fixture(scope="module")

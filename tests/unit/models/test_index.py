@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.models.exceptions import ModelMismatchError
-from agents.models.index import MemoryIndex, TenantIndexes
+from streams.models.exceptions import ModelMismatchError
+from streams.models.index import MemoryIndex, TenantIndexes
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 8

@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.models import embedding_backends
-from agents.models.embedder import Embedder, SentenceTransformerEmbedder
-from agents.models.embedding_backends import (
+from streams.models import embedding_backends
+from streams.models.embedder import Embedder, SentenceTransformerEmbedder
+from streams.models.embedding_backends import (
     NoOnnxModelError,
     embedding_model_id,
     load_embedder,
     onnx_cache_folder,
     onnx_model_folder,
 )
-from agents.models.exceptions import ModelError
-from agents.models.onnx_embedder import OnnxEmbedder
-from agents.models.onnx_export import MANIFEST, export_onnx
+from streams.models.exceptions import ModelError
+from streams.models.onnx_embedder import OnnxEmbedder
+from streams.models.onnx_export import MANIFEST, export_onnx
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LONG = " ".join(f"step {i}: restart the payments worker and check the ledger" for i in range(80))
@@ -159,7 +159,7 @@ def test_a_broken_export_is_a_model_error_naming_the_folder(
 def test_export_never_overwrites_a_folder_that_is_not_an_export(tmp_path: Path) -> None:
     keep = tmp_path / "notes.txt"
     keep.write_text("mine", encoding="utf-8")
-    from agents.models.embedder import resolve_model_path
+    from streams.models.embedder import resolve_model_path
 
     with pytest.raises(ModelError, match="is not an ONNX export"):
         export_onnx(resolve_model_path("all-MiniLM-L6-v2"), MODEL, tmp_path)
@@ -186,7 +186,7 @@ def test_cli_export_names_the_folder_and_the_setting(
 ) -> None:
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from streams.ops.cli import app
 
     runner = CliRunner()
     keep = tmp_path / "mine"

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.models.embedder import SentenceTransformerEmbedder
-from agents.models.embedding_backends import DEFAULT_BACKEND
-from agents.models.onnx_embedder import OnnxEmbedder
-from agents.models.onnx_export import INT8_VARIANT
 from bench.embed_corpus import corpus, near_duplicate_pairs
-from streams.settings import Settings
+from streams.common.settings import Settings
+from streams.models.embedder import SentenceTransformerEmbedder
+from streams.models.embedding_backends import DEFAULT_BACKEND
+from streams.models.onnx_embedder import OnnxEmbedder
+from streams.models.onnx_export import INT8_VARIANT
 
 pytestmark = pytest.mark.model_quality
 

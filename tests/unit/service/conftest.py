@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from agents.models.embedder import vector_to_bytes
-from streams.partitioning import partition_for_tenant
+from streams.common.partitioning import partition_for_tenant
+from streams.common.settings import load_settings
+from streams.models.embedder import vector_to_bytes
 from streams.service.auth import TokenTable
 from streams.service.consistency import ConsistencyGate
 from streams.service.core import ReadService, ServiceMetrics
@@ -21,7 +22,6 @@ from streams.service.http import create_app
 from streams.service.readiness import Readiness
 from streams.service.replica import Replica
 from streams.service.vectors import IndexPolicy
-from streams.settings import load_settings
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 16

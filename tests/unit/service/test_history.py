@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
-from agents.models.embedder import vector_to_bytes
+from streams.models.embedder import vector_to_bytes
 from streams.service.http import create_app
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore

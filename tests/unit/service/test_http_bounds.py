@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from fastapi.testclient import TestClient
 
-from streams.partitioning import partition_for_tenant
+from streams.common.partitioning import partition_for_tenant
 from streams.service.http import create_app
 from streams.service.readiness import Readiness
 from tests.unit.service.conftest import ACME, GLOBEX, FakeOffsets
@@ -243,7 +243,7 @@ def test_waiting_requests_do_not_starve_other_tenants(service_factory: Any) -> N
 
 def test_readyz_reuses_its_clients_caches_briefly_and_redacts_credentials(
         service_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import streams.registry as registry
+    import streams.common.registry as registry
 
     made = []
     real = registry.registry_client

@@ -133,8 +133,8 @@ def test_the_feed_replaces_every_snapshot_until_one_is_caught_up_after_the_delet
     the purge pending: the next one still replaces all older snapshots."""
     import time
 
+    from streams.common.settings import load_settings
     from streams.service.feed import ReplicaFeed
-    from streams.settings import load_settings
 
     replica = replica_factory(20)
     snapshots = SnapshotStore(tmp_path / "feed")

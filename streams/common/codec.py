@@ -1,0 +1,215 @@
+"""Avro in the Confluent wire format: magic byte 0, 4-byte schema id, schemaless Avro body.
+
+fastavro does the encoding and decoding (the hot path); confluent-kafka's registry client
+resolves schema ids once per subject and schema and caches them, so a record costs no
+registry round trip. Redpanda Console and any Confluent deserializer read what this writes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from streams.common.exceptions import MemstreamError, UnavailableError
+
+MAGIC = 0
+# The registry's error code for "no schema with this id" (Confluent API, Redpanda, Apicurio).
+SCHEMA_NOT_FOUND = 40403
+_HEADER = struct.Struct(">bI")
+
+
+class CodecError(MemstreamError):
+    """Bytes that are not memstream Avro, or a schema the registry does not know."""
+
+
+class AvroCodec:
+    """Encode and decode records of registered subjects, with schema ids cached."""
+
+    def __init__(
+        self,
+        registry: SchemaRegistryClient,
+        *,
+        auto_register: bool = False,
+        logical_types: bool = True,
+    ) -> None:
+        """``logical_types=False`` decodes timestamps as epoch milliseconds instead of
+        datetimes (same bytes, no conversion per record: the read replica wants ints)."""
+        self.registry = registry
+        self.auto_register = auto_register
+        self.logical_types = logical_types
+        self._lock = threading.Lock()
+        self._writers: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._by_id: dict[int, Any] = {}
+        self._readers: dict[str, Any] = {}
+        # Hot path: callers pass the same schema objects (registry.latest_schema is cached),
+        # so look them up by identity; the cached object is kept so its id stays unique.
+        self._writer_fast: dict[tuple[str, int], tuple[Mapping[str, Any], tuple[int, Any]]] = {}
+        self._reader_fast: dict[tuple[int, int], tuple[Mapping[str, Any], Any]] = {}
+        self._readers_by_object: dict[int, tuple[Mapping[str, Any], Any]] = {}
+        # (5-byte frame, id(reader schema)) -> (reader schema, writer, resolved reader):
+        # one dict lookup per decoded record.
+        self._decode_fast: dict[tuple[bytes, int], tuple[Any, Any, Any]] = {}
+
+    def schema_id(self, subject: str, schema: Mapping[str, Any]) -> int:
+        """The registry id of ``schema`` under ``subject`` (looked up once, then cached)."""
+        return self._writer(subject, schema)[0]
+
+    def encode(self, subject: str, schema: Mapping[str, Any], record: Mapping[str, Any]) -> bytes:
+        """Wire-format bytes of ``record`` written with ``schema``."""
+        schema_id, parsed = self._writer(subject, schema)
+        buf = io.BytesIO()
+        buf.write(_HEADER.pack(MAGIC, schema_id))
+        fastavro.schemaless_writer(buf, parsed, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes, reader_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Decode wire-format bytes; with ``reader_schema`` resolve to that version."""
+        if data is None:
+            raise CodecError("0 bytes: too short for Avro")
+        fast = self._decode_fast.get((data[: _HEADER.size], id(reader_schema)))
+        if fast is not None and fast[0] is reader_schema:
+            writer, reader = fast[1], fast[2]
+        else:
+            writer, reader = self._decoding(data, reader_schema)
+        try:
+            body = io.BytesIO(memoryview(data)[_HEADER.size :])
+            return fastavro.schemaless_reader(body, writer, reader)
+        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+            schema_id = _HEADER.unpack_from(data)[1]
+            raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
+
+    def _decoding(self, data: bytes, reader_schema: Mapping[str, Any] | None) -> tuple[Any, Any]:
+        """(writer, resolved reader) for ``data``'s frame, checked and then cached."""
+        if len(data) < _HEADER.size:
+            raise CodecError(f"{len(data)} bytes: too short for Avro")
+        magic, schema_id = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise CodecError(f"magic byte {magic}, expected {MAGIC}: not Confluent-framed Avro")
+        writer = self._writer_by_id(schema_id)
+        reader = self._resolution(schema_id, writer, reader_schema)
+        if len(self._decode_fast) < 1024:
+            self._decode_fast[(data[: _HEADER.size], id(reader_schema))] = (
+                reader_schema, writer, reader)
+        return writer, reader
+
+    # -- caches -------------------------------------------------------------------------
+    def _writer(self, subject: str, schema: Mapping[str, Any]) -> tuple[int, Any]:
+        fast = self._writer_fast.get((subject, id(schema)))
+        if fast is not None and fast[0] is schema:
+            return fast[1]
+        entry = self._writer_slow(subject, schema)
+        self._writer_fast[(subject, id(schema))] = (schema, entry)
+        return entry
+
+    def _writer_slow(self, subject: str, schema: Mapping[str, Any]) -> tuple[int, Any]:
+        text = json.dumps(schema, sort_keys=True)
+        key = (subject, text)
+        cached = self._writers.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            schema_id = self._resolve(subject, Schema(json.dumps(schema), "AVRO"))
+            entry = (schema_id, fastavro.parse_schema(dict(schema)))
+            self._writers[key] = entry
+            if self.logical_types:  # else decoding parses its own plain copy
+                self._by_id.setdefault(schema_id, entry[1])
+            return entry
+
+    def _resolve(self, subject: str, schema: Schema) -> int:
+        try:
+            if self.auto_register:
+                return self.registry.register_schema(subject, schema)
+            return self.registry.lookup_schema(subject, schema).schema_id
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise CodecError(
+                    f"subject {subject!r} has no such schema version in the registry "
+                    "(run `memstream schemas register`)"
+                ) from exc
+            if not _definitive(exc):
+                raise UnavailableError(
+                    f"schema registry failed looking up {subject!r}: {exc}") from exc
+            raise CodecError(f"registry refused {subject!r}: {exc}") from exc
+        except Exception as exc:  # requests/httpx connection errors and timeouts
+            raise UnavailableError(f"schema registry unreachable: {exc}") from exc
+
+    def _writer_by_id(self, schema_id: int) -> Any:
+        cached = self._by_id.get(schema_id)
+        if cached is not None:
+            return cached
+        try:
+            schema = self.registry.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            # Only the registry's "no such id" (404, code 40403) makes the record
+            # undecodable; a 5xx, a timeout, a refused login or a 404 that is not the
+            # registry's own answer (a wrong URL) is infrastructure: the caller waits.
+            if exc.http_status_code == 404 and exc.error_code == SCHEMA_NOT_FOUND:
+                raise CodecError(
+                    f"schema id {schema_id} is unknown to the registry: {exc}") from exc
+            raise UnavailableError(
+                f"schema registry failed looking up schema id {schema_id}: {exc}") from exc
+        except Exception as exc:  # connection errors
+            raise UnavailableError(f"schema registry unreachable: {exc}") from exc
+        try:
+            parsed = fastavro.parse_schema(self._plain(json.loads(schema.schema_str)))
+        except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
+            raise CodecError(f"schema id {schema_id} is not an Avro schema: {exc}") from exc
+        self._by_id[schema_id] = parsed
+        return parsed
+
+    def _resolution(
+        self, schema_id: int, writer: Any, reader_schema: Mapping[str, Any] | None
+    ) -> Any:
+        """The reader schema to resolve ``schema_id``'s records to; None when the writer
+        schema is the same, which saves fastavro a schema resolution per record."""
+        if reader_schema is None:
+            return None
+        fast = self._reader_fast.get((schema_id, id(reader_schema)))
+        if fast is not None and fast[0] is reader_schema:
+            return fast[1]
+        reader = self._reader(reader_schema)
+        resolved = None if reader == writer else reader
+        self._reader_fast[(schema_id, id(reader_schema))] = (reader_schema, resolved)
+        return resolved
+
+    def _reader(self, schema: Mapping[str, Any]) -> Any:
+        # Callers pass the same (cached, never mutated) schema object for every record:
+        # look it up by identity first, since serializing it costs more than the decode.
+        # The entry keeps the object alive, so its id cannot be reused by another.
+        hit = self._readers_by_object.get(id(schema))
+        if hit is not None and hit[0] is schema:
+            return hit[1]
+        text = json.dumps(schema, sort_keys=True)
+        parsed = self._readers.get(text)
+        if parsed is None:
+            parsed = self._readers[text] = fastavro.parse_schema(self._plain(dict(schema)))
+        if len(self._readers_by_object) < 1024:
+            self._readers_by_object[id(schema)] = (schema, parsed)
+        return parsed
+
+    def _plain(self, schema: Any) -> Any:
+        return schema if self.logical_types else without_logical_types(schema)
+
+
+def _definitive(exc: SchemaRegistryError) -> bool:
+    """A 4xx that says something about the request (409 incompatible, 422 invalid), not
+    about the registry's health (408 timeout, 429 throttled, 401/403 credentials)."""
+    status = exc.http_status_code
+    return status is not None and 400 <= status < 500 and status not in (401, 403, 408, 429)
+
+
+def without_logical_types(schema: Any) -> Any:
+    """The schema with every ``logicalType`` removed (same binary encoding)."""
+    if isinstance(schema, dict):
+        return {k: without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [without_logical_types(v) for v in schema]
+    return schema

@@ -1,9 +1,0 @@
-"""Errors of the local dev stack."""
-
-from __future__ import annotations
-
-from streams.exceptions import MemstreamError
-
-
-class DevStackError(MemstreamError):
-    """The local stack cannot be installed, started or stopped; the message says why."""

@@ -1,5 +1,0 @@
-"""Training-dataset export of ``memories.v1``: deterministic files with a manifest."""
-
-from streams.export.run import export_dataset
-
-__all__ = ["export_dataset"]

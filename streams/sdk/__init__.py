@@ -1,0 +1,1 @@
+"""What applications import: the producer SDK, the typed events and the read-service client."""
