@@ -45,14 +45,14 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.pipeline import GroupProgress, aiokafka_copy, generate_workload, machine
-from streams.admin import ensure_topics
-from streams.codec import AvroCodec
-from streams.events import TelemetryEvent, as_record
-from streams.partitioning import partition_for_tenant
-from streams.producer import validated
-from streams.registry import latest_schema, register_all, registry_client, subject_for
-from streams.settings import Settings, load_settings
-from streams.topics import topic_spec
+from streams.common.codec import AvroCodec
+from streams.common.partitioning import partition_for_tenant
+from streams.common.registry import latest_schema, register_all, registry_client, subject_for
+from streams.common.settings import Settings, load_settings
+from streams.common.topics import topic_spec
+from streams.ops.admin import ensure_topics
+from streams.sdk.events import TelemetryEvent, as_record
+from streams.sdk.producer import validated
 
 logger = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from quixstreams.models.serializers.schema_registry import SchemaRegistryClientC
 
 from agents.dedupe import content_hash, memory_id
 from agents.scoring import ScoreInputs, ValueScorer, load_scorer_config
-from streams.registry import latest_schema
-from streams.settings import load_settings
-from streams.topics import memory_key
+from streams.common.registry import latest_schema
+from streams.common.settings import load_settings
+from streams.common.topics import memory_key
 
 logger = logging.getLogger(__name__)
 
