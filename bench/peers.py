@@ -36,7 +36,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.pipeline import GroupProgress, aiokafka_copy, generate_workload, machine
+from bench.pipeline import GroupProgress, Spread, aiokafka_copy, generate_workload, machine
 from streams.common.codec import AvroCodec
 from streams.common.partitioning import partition_for_tenant
 from streams.common.registry import latest_schema, register_all, registry_client, subject_for
@@ -64,25 +64,6 @@ TARGET_START_S = 3.0  # worker start → first committed batch, models cached
 _CLK = os.sysconf("SC_CLK_TCK")
 
 Encoded = list[tuple[int, bytes, bytes]]  # (partition, key, value) per event
-
-
-@dataclass
-class Spread:
-    """Repeats of one measurement: min / median / max."""
-
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        """The median repeat (0 when there was none)."""
-        return statistics.median(self.values) if self.values else 0.0
-
-    def text(self, fmt: str = ",.0f") -> str:
-        """``min / **median** / max``."""
-        if not self.values:
-            return "—"
-        return (f"{min(self.values):{fmt}} / **{self.median:{fmt}}** / "
-                f"{max(self.values):{fmt}}")
 
 
 def _say(text: str) -> None:

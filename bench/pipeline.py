@@ -200,10 +200,17 @@ class Spread:
         """The median run (0 when there was none)."""
         return statistics.median(self.values) if self.values else 0.0
 
-    def __str__(self) -> str:
+    def text(self, fmt: str = ",.0f") -> str:
+        """``min / **median** / max`` (one value alone; ``—`` when there is none)."""
+        if not self.values:
+            return "—"
         if len(self.values) == 1:
-            return f"{self.values[0]:,.0f}"
-        return f"{min(self.values):,.0f} / **{self.median:,.0f}** / {max(self.values):,.0f}"
+            return f"{self.values[0]:{fmt}}"
+        return (f"{min(self.values):{fmt}} / **{self.median:{fmt}}** / "
+                f"{max(self.values):{fmt}}")
+
+    def __str__(self) -> str:
+        return self.text()
 
 
 def measure_raw_embedding(texts: Sequence[str], batch_size: int, model: str) -> dict[str, Any]:
