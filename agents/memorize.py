@@ -20,8 +20,9 @@ import numpy as np
 
 from agents.dedupe import memory_id, restatement_id
 from agents.facts import Action, FactComparison, Verdict, decide_near
-from agents.score import SEP, to_millis
+from streams.common.codec import to_millis
 from streams.common.exceptions import ValidationError
+from streams.common.keys import SEP
 from streams.common.observability import WorkerMetrics
 from streams.common.topics import memory_key
 from streams.common.validation import check_event

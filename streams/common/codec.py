@@ -12,6 +12,7 @@ import json
 import struct
 import threading
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import fastavro
@@ -213,3 +214,10 @@ def without_logical_types(schema: Any) -> Any:
     if isinstance(schema, list):
         return [without_logical_types(v) for v in schema]
     return schema
+
+
+def to_millis(value: Any) -> int:
+    """An Avro timestamp-millis as decoded (datetime) or given (int), as epoch milliseconds."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)

@@ -10,7 +10,7 @@ from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, scored
 
 from agents.dedupe import content_hash, memory_id
 from agents.memorize import MemorizeAgent
-from agents.score import SEP
+from streams.common.keys import SEP
 from streams.models.embedder import SentenceTransformerEmbedder, vector_from_bytes, vector_to_bytes
 from streams.processing.deadletter import DeadLetterReason
 from streams.processing.runtime import InputRecord
