@@ -21,11 +21,11 @@ from typing import Any, Protocol, TypeVar
 
 from streams.common.exceptions import UnavailableError, ValidationError
 from streams.common.settings import Settings
+from streams.common.tokens import token_digest
 from streams.mcp.exceptions import TenantMismatchError, ToolInputError
 from streams.sdk.client import MemoryClient, NotCaughtUpError, NotFound, ServiceError, pack_text
 from streams.sdk.events import TelemetryEvent
 from streams.sdk.producer import DeliveryResult, MemstreamProducer
-from streams.service.auth import token_digest
 
 logger = logging.getLogger(__name__)
 

@@ -99,8 +99,8 @@ def dev_status() -> None:
 
 def _provision(settings: Settings) -> int:
     """Create topics and register schemas; return how many topic configs differ."""
+    from streams.common.admin import ensure_topics
     from streams.common.registry import register_all
-    from streams.ops.admin import ensure_topics
 
     report = ensure_topics(settings)
     for name in report.created:
@@ -117,7 +117,7 @@ def _provision(settings: Settings) -> int:
 @topics_app.command("create")
 def topics_create() -> None:
     """Create missing topics; report (and exit 1 on) existing ones whose config differs."""
-    from streams.ops.admin import ensure_topics
+    from streams.common.admin import ensure_topics
 
     report = ensure_topics(_settings())
     for name in report.created:
@@ -514,7 +514,7 @@ def hash_token(
     from the command line, where `ps` and shell history would show it."""
     import getpass
 
-    from streams.service.auth import token_line
+    from streams.common.tokens import token_line
 
     if sys.stdin.isatty():
         token = getpass.getpass("token (not echoed): ")

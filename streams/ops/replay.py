@@ -25,9 +25,9 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
+from streams.common.admin import admin_client
 from streams.common.exceptions import MemstreamError
 from streams.common.settings import Settings
-from streams.ops.admin import admin_client
 
 SOURCE_TOPICS = ("voice.v1", "telemetry.v1", "feedback.v1")
 INTERMEDIATE_TOPICS = ("transcripts.v1", "scored.v1")

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from agents.dedupe import memory_id
+from streams.common.admin import ensure_topics
 from streams.common.reader import read_topic
 from streams.common.registry import register_all
 from streams.common.settings import Settings
-from streams.ops.admin import ensure_topics
 from streams.ops.replay import live_members
 from streams.sdk.client import MemoryClient, NotFound
 from streams.sdk.events import TelemetryEvent

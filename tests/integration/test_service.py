@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from agents.dedupe import memory_id
+from streams.common.admin import ensure_topics
 from streams.common.reader import read_topic
 from streams.common.registry import register_all
 from streams.common.settings import Settings, load_settings
-from streams.ops.admin import ensure_topics
 from streams.sdk.client import MemoryClient, NotCaughtUpError, NotFound
 from streams.sdk.events import TelemetryEvent
 from streams.sdk.producer import MemstreamProducer

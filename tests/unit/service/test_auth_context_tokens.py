@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.service.auth import TokenConfigError, TokenTable, token_digest
+from streams.common.tokens import TokenConfigError, TokenTable, token_digest
 from streams.service.consistency import BadToken, Position, parse_token
 from streams.service.context import Piece, pack
 
