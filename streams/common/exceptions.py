@@ -26,6 +26,12 @@ class ValidationError(MemstreamError):
         self.code = code
 
 
+class CorruptStateError(MemstreamError):
+    """State stores, or an index built from them, contradict each other (an id one holds and
+    the other lacks): a damaged store or a bug, never the record's fault; the record is
+    dead-lettered with the message so the partition goes on."""
+
+
 class UnavailableError(MemstreamError):
     """The broker or the schema registry did not answer within the bounded wait."""
 
