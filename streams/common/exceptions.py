@@ -27,9 +27,10 @@ class ValidationError(MemstreamError):
 
 
 class CorruptStateError(MemstreamError):
-    """State stores, or an index built from them, contradict each other (an id one holds and
-    the other lacks): a damaged store or a bug, never the record's fault; the record is
-    dead-lettered with the message so the partition goes on."""
+    """Stored state is damaged or contradicts itself (a store entry names a memory another
+    store lacks; a snapshot file holds something else): a bug or a damaged disk, never the
+    input's fault. Not retriable: an agent's record is dead-lettered with this message, so
+    its partition goes on."""
 
 
 class UnavailableError(MemstreamError):
