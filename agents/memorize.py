@@ -20,13 +20,13 @@ import numpy as np
 
 from agents.dedupe import memory_id, restatement_id
 from agents.facts import Action, FactComparison, Verdict, decide_near
-from agents.score import SEP, to_millis
-from streams.common.exceptions import ValidationError
+from streams.common.codec import to_millis
+from streams.common.exceptions import CorruptStateError, ValidationError
+from streams.common.keys import SEP
 from streams.common.observability import WorkerMetrics
 from streams.common.topics import memory_key
 from streams.common.validation import check_event
 from streams.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
-from streams.models.exceptions import ModelMismatchError
 from streams.models.index import TenantIndexes
 from streams.processing.api import (
     Agent,
@@ -238,7 +238,9 @@ class MemorizeAgent(Agent):
         if seen is not None:
             memory = memories.get(f"{tenant}{SEP}{seen['memory_id']}")
             if memory is None:
-                raise ModelMismatchError(f"content {digest} points at missing memory")
+                raise CorruptStateError(f"memorize: content store entry {tenant}/{digest} names "
+                                        f"memory {seen['memory_id']}, which the memories store "
+                                        "lacks")
             if memory["deleted"]:
                 if v["event_id"] not in memory["source_event_ids"]:
                     self._count_into_deleted(memory, v)
@@ -289,7 +291,8 @@ class MemorizeAgent(Agent):
         for near_id, similarity in nearest:
             near = memories.get(f"{tenant}{SEP}{near_id}")
             if near is None:
-                raise ModelMismatchError(f"index holds {near_id} but the store does not")
+                raise CorruptStateError(f"memorize: the index of tenant {tenant} holds memory "
+                                        f"{near_id}, which the memories store lacks")
             decision = decide_near(near["text"], v["text"], similarity,
                                    merge_threshold=self.threshold,
                                    supersede_threshold=self.supersede_threshold,

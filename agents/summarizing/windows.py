@@ -30,8 +30,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from agents.dedupe import memory_id_of_hash
+from streams.common.keys import SEP
 
-SEP = "\x00"
 STREAM_TIME_KEY = "\x01stream-time"
 WINDOW_PREFIX = f"w{SEP}"
 CLOSED_PREFIX = f"c{SEP}"

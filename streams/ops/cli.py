@@ -99,8 +99,8 @@ def dev_status() -> None:
 
 def _provision(settings: Settings) -> int:
     """Create topics and register schemas; return how many topic configs differ."""
+    from streams.common.admin import ensure_topics
     from streams.common.registry import register_all
-    from streams.ops.admin import ensure_topics
 
     report = ensure_topics(settings)
     for name in report.created:
@@ -117,7 +117,7 @@ def _provision(settings: Settings) -> int:
 @topics_app.command("create")
 def topics_create() -> None:
     """Create missing topics; report (and exit 1 on) existing ones whose config differs."""
-    from streams.ops.admin import ensure_topics
+    from streams.common.admin import ensure_topics
 
     report = ensure_topics(_settings())
     for name in report.created:
@@ -195,10 +195,7 @@ def produce(
             try:
                 producer.send_async(_from_json(line), topic=topic)
                 sent += 1
-            except LineError as exc:
-                rejected += 1
-                _reject(rejected, f"line {lineno}: {exc.field}: {exc}")
-            except ValidationError as exc:
+            except ValidationError as exc:  # the line's JSON, or the event in it
                 rejected += 1
                 _reject(rejected, f"line {lineno}: {exc.field}: {exc}")
     if rejected > MAX_REPORTED_LINES:
@@ -214,14 +211,6 @@ MAX_REPORTED_LINES = 100
 def _reject(count: int, message: str) -> None:
     if count <= MAX_REPORTED_LINES:
         _say(message)
-
-
-class LineError(ValueError):
-    """A line of `memstream produce` input that is not an event; names the field."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(reason)
-        self.field = field
 
 
 def _lines(source: str) -> Iterator[tuple[int, str]]:
@@ -241,26 +230,29 @@ def _from_json(line: str) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise LineError("<line>", f"not JSON: {exc.msg} at column {exc.colno}") from None
+        raise ValidationError(f"not JSON: {exc.msg} at column {exc.colno}",
+                              field="<line>") from None
     except RecursionError:
-        raise LineError("<line>", "not JSON: nested too deeply") from None
+        raise ValidationError("not JSON: nested too deeply", field="<line>") from None
     if not isinstance(record, dict):
-        raise LineError("<line>", f"must be a JSON object, got {type(record).__name__}")
+        raise ValidationError(f"must be a JSON object, got {type(record).__name__}", field="<line>")
     if "audio_b64" in record:
         encoded = record.pop("audio_b64")
         if not isinstance(encoded, str):
-            raise LineError("audio_b64", f"must be a base64 string, got {type(encoded).__name__}")
+            raise ValidationError(f"must be a base64 string, got {type(encoded).__name__}",
+                                  field="audio_b64")
         try:
             record["audio"] = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise LineError("audio_b64", f"is not valid base64: {exc}") from None
+            raise ValidationError(f"is not valid base64: {exc}", field="audio_b64") from None
     if isinstance(record.get("event_time"), str):
         text = record["event_time"]
         try:
             record["event_time"] = datetime.fromisoformat(text)
         except ValueError:
             shown = text if len(text) <= 40 else text[:40] + "..."
-            raise LineError("event_time", f"is not an ISO-8601 time: {shown!r}") from None
+            raise ValidationError(f"is not an ISO-8601 time: {shown!r}",
+                                  field="event_time") from None
     return record
 
 
@@ -514,7 +506,7 @@ def hash_token(
     from the command line, where `ps` and shell history would show it."""
     import getpass
 
-    from streams.service.auth import token_line
+    from streams.common.tokens import token_line
 
     if sys.stdin.isatty():
         token = getpass.getpass("token (not echoed): ")

@@ -221,8 +221,8 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
 
     Each run has topics and an app of its own (prefix ``demo-<id>.``): event time, which
     closes summary windows, then starts fresh, and a user's own data is never touched."""
+    from streams.common.admin import ensure_topics
     from streams.common.registry import register_all
-    from streams.ops.admin import ensure_topics
 
     run = uuid.uuid4().hex[:6]
     tenant = f"demo-{run}"

@@ -8,8 +8,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from streams.common.admin import ensure_changelog_topics
 from streams.common.settings import Settings
-from streams.ops.admin import ensure_changelog_topics
 from streams.processing.store import PartitionStore, restore_stores
 
 
