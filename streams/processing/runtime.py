@@ -45,7 +45,8 @@ from streams.common.registry import latest_schema, registry_client, subject_for
 from streams.common.settings import Settings
 from streams.common.topics import LARGEST_MESSAGE_BYTES, topic_spec
 from streams.processing.deadletter import DeadLetterReason, SourceCoordinates, dead_letter
-from streams.processing.store import PartitionStore, restore_stores
+from streams.processing.restore import restore_stores
+from streams.processing.store import PartitionStore, close_partitions
 from streams.processing.watchdog import Liveness, Watchdog
 
 logger = logging.getLogger(__name__)
@@ -582,6 +583,8 @@ class Processor:
         remaining = {tp.partition for tp in consumer.assignment()} - revoked
         self._owned = frozenset(remaining)
         logger.info("revoked partitions %s", sorted(revoked))
+        # Also called for lost partitions (no on_lost callback): their stores close too.
+        close_partitions(self.stores, revoked)
 
     def _open_stores(self, partitions: Iterable[int]) -> None:
         opened: list[PartitionStore] = []
@@ -600,7 +603,9 @@ class Processor:
         counts = restore_stores(
             opened,
             {**self.settings.kafka_client_config(), "log_level": 3},
-            self.settings.transaction_timeout_ms / 1000 + 30,
+            self.settings.transaction_timeout_ms / 1000 + 30,  # no progress for this long
+            batch_records=self.settings.restore_batch_records,
+            batch_bytes=self.settings.restore_batch_bytes,
         )
         for store, count in counts.items():
             if count:

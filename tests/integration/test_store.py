@@ -10,7 +10,8 @@ from confluent_kafka import Producer
 
 from streams.common.settings import Settings
 from streams.ops.admin import ensure_changelog_topics
-from streams.processing.store import PartitionStore, restore_stores
+from streams.processing.restore import restore_stores
+from streams.processing.store import PartitionStore
 
 
 class Txn:
