@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from rocksdict import WriteBatch
@@ -290,21 +290,28 @@ def _take(
     """Add consumed records to their partitions' batches; True if any partition moved."""
     moved = False
     for msg in msgs:
-        part = pending.get((cast(str, msg.topic()), cast(int, msg.partition())))
-        offset = msg.offset()
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        part = None if topic is None or partition is None else pending.get((topic, partition))
+        err = msg.error()
+        if err is not None and err.code() != KafkaError._PARTITION_EOF:
+            if part is None and not err.fatal():
+                # A client-level error (a broker down): librdkafka retries, and the
+                # no-progress deadline decides when to give up.
+                logger.warning("restore consumer: %s", err.str())
+                continue
+            where = part.where if part else f"{topic}[{partition}]"
+            at = f" at offset {part.position}" if part else ""
+            raise RestoreError(f"restoring {where}: {err.str()}{at}")
         if part is None or offset is None:
             continue  # a partition already done (nothing past its end is needed)
-        err = msg.error()
         if err is None:
             part.add(msg, offset)
             moved = True
             if part.full(batch_records, batch_bytes):
                 part.flush()
-        elif err.code() == KafkaError._PARTITION_EOF:
+        else:  # end of partition, at ``offset``
             moved |= offset > part.position
             part.position = max(part.position, offset)
-        else:
-            raise RestoreError(f"restoring {part.where}: {err.str()} at offset {part.position}")
     return moved
 
 
