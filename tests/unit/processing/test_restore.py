@@ -188,7 +188,8 @@ def test_cold_restore_larger_than_a_batch_writes_each_batch_with_its_offset(
 
 
 def test_a_batch_is_also_bounded_by_bytes(tmp_path: Path) -> None:
-    records: list[Record] = [(i, b"k%d" % i, encode_value("x" * 96)) for i in range(10)]  # 100 bytes
+    # 100 bytes a record (key and value): three fill a batch of 300 bytes.
+    records: list[Record] = [(i, b"k%d" % i, encode_value("x" * 96)) for i in range(10)]
     store = Recording(tmp_path)
     Restorer({0: FakeChangelog(records)})([store], batch_bytes=300)
     assert store.writes == [3, 6, 9, 10]
