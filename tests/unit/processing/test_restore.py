@@ -60,19 +60,20 @@ class FakeChangelog:
 
 class FakeConsumer:
     """Serves ``logs`` like a read_committed consumer; each consume() call advances the
-    clock by ``tick`` seconds and returns at most ``per_call`` records per partition.
+    clock by ``tick`` seconds and returns at most ``per_call`` records per partition, on
+    every ``every``-th call only.
     ``stall_after`` consume calls it returns nothing; ``fail_after`` it returns an error
     (of ``fail_partition``; None: of the client)."""
 
     def __init__(self, config: dict[str, Any], logs: dict[int, FakeChangelog], clock: FakeClock,
                  *, per_call: int = 1000, tick: float = 0.0, stall_after: int | None = None,
                  fail_after: int | None = None, fail_partition: int | None = 0,
-                 eof: bool = True) -> None:
+                 every: int = 1, eof: bool = True) -> None:
         self.committed = config["isolation.level"] == "read_committed"
         self.logs, self.clock = logs, clock
         self.per_call, self.tick = per_call, tick
         self.stall_after, self.fail_after, self.eof = stall_after, fail_after, eof
-        self.fail_partition = fail_partition
+        self.fail_partition, self.every = fail_partition, every
         self.positions: dict[int, int] = {}
         self.paused: set[int] = set()
         self.eof_sent: set[int] = set()
@@ -95,6 +96,8 @@ class FakeConsumer:
         self.calls += 1
         if self.stall_after is not None and self.calls > self.stall_after:
             return []
+        if self.calls % self.every:
+            return []  # nothing fetched this time
         if self.fail_after is not None and self.calls > self.fail_after:
             err = KafkaError(KafkaError._TRANSPORT, "broker went away")
             if self.fail_partition is None:  # a client-level error: no partition named
@@ -281,15 +284,15 @@ def test_no_progress_raises_naming_the_partition_and_keeps_applied_batches(
 
 def test_slow_steady_progress_is_never_stalled(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # One record a second for 300 s: ten times the no-progress deadline, and far past the
-    # total deadline (30 s here) that the restore used to have.
+    # One record every 3 s (idle polls between) for 900 s: 90 times the no-progress
+    # deadline, and far past the total deadline (10 s here) the restore used to have.
     store = Recording(tmp_path)
-    restore = Restorer({0: FakeChangelog(_records(300))}, per_call=1, tick=1.0)
+    restore = Restorer({0: FakeChangelog(_records(300))}, per_call=1, tick=1.0, every=3)
     with caplog.at_level(logging.INFO, logger="streams.processing.restore"):
-        assert restore([store], stall_s=30, batch_records=100) == {store: 300}
-    assert restore.clock.now - 1000.0 >= 300
+        assert restore([store], stall_s=10, batch_records=100) == {store: 300}
+    assert restore.clock.now - 1000.0 >= 900
     progress = [r.getMessage() for r in caplog.records if "offsets/s" in r.getMessage()]
-    assert len(progress) >= 50, "about every 5 s of a long restore"
+    assert len(progress) >= 150, "about every 5 s of a long restore"
     assert "restoring store things[0] from app-things-changelog: offset" in progress[0]
     store.close()
 
