@@ -167,6 +167,7 @@ def restore_stores(
     batch_records: int = DEFAULT_BATCH_RECORDS,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     progress_every_s: float = PROGRESS_EVERY_S,
+    on_progress: Callable[[], None] | None = None,
     consumer_factory: ConsumerFactory = Consumer,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[PartitionStore, int]:
@@ -174,7 +175,8 @@ def restore_stores(
     their changelog partitions at once; returns the records applied per store.
 
     Raises ``RestoreStalledError`` (retriable) when no partition moves for
-    ``stall_timeout_s``; every batch applied until then stays applied.
+    ``stall_timeout_s``; every batch applied until then stays applied. ``on_progress`` is
+    called whenever a partition moved (the worker's liveness: a long restore is not a hang).
     """
     config = {
         **consumer_config,
@@ -200,7 +202,7 @@ def restore_stores(
         if parts:
             consumer.assign([TopicPartition(t, p, part.start) for (t, p), part in parts.items()])
             _read(consumer, parts, stall_timeout_s, batch_records, batch_bytes,
-                  progress_every_s, clock)
+                  progress_every_s, on_progress or _nothing, clock)
         for part in parts.values():
             counts[part.store] = part.applied
         return counts
@@ -227,12 +229,13 @@ def _read(
     batch_records: int,
     batch_bytes: int,
     progress_every_s: float,
+    on_progress: Callable[[], None],
     clock: Callable[[], float],
 ) -> None:
     pending = dict(parts)
     try:
         _read_until_caught_up(consumer, pending, stall_timeout_s, batch_records, batch_bytes,
-                              progress_every_s, clock)
+                              progress_every_s, on_progress, clock)
     except Exception:
         _keep_progress(pending.values())
         raise
@@ -245,6 +248,7 @@ def _read_until_caught_up(
     batch_records: int,
     batch_bytes: int,
     progress_every_s: float,
+    on_progress: Callable[[], None],
     clock: Callable[[], float],
 ) -> None:
     last_progress = clock()
@@ -268,6 +272,7 @@ def _read_until_caught_up(
         now = clock()
         if moved:
             last_progress = now
+            on_progress()
         elif pending and now - last_progress > stall_timeout_s:
             stuck = "; ".join(
                 f"{p.where} at offset {p.position} of {p.end}" for p in pending.values()
@@ -313,6 +318,10 @@ def _take(
             moved |= offset > part.position
             part.position = max(part.position, offset)
     return moved
+
+
+def _nothing() -> None:
+    pass
 
 
 def _report(parts: Iterable[_Partition], now: float) -> None:

@@ -606,6 +606,7 @@ class Processor:
             self.settings.transaction_timeout_ms / 1000 + 30,  # no progress for this long
             batch_records=self.settings.restore_batch_records,
             batch_bytes=self.settings.restore_batch_bytes,
+            on_progress=self.liveness.progress,  # a long restore is progress, not a hang
         )
         for store, count in counts.items():
             if count:

@@ -15,7 +15,8 @@ past the last stable offset on demand; these fakes can. Branches covered:
 - a tail of transaction markers only: the position, not a record, reaches the end;
 - no-progress deadline: fires naming store, partition, position and end, keeps the
   batches applied, and is retriable; it does not fire while progress goes on far past
-  what the old total deadline allowed; progress is logged while a restore runs long;
+  what the old total deadline allowed; progress is logged while a restore runs long and
+  reported to the worker's liveness (a long restore must not fail /healthz);
 - a consumer error mid-restore keeps the batches applied before it;
 - a wipe interrupted before its last write still calls for a wipe on the next start;
 - revoked (or lost) partitions: their stores are closed and dropped, RocksDB's lock is
@@ -268,8 +269,10 @@ def test_no_progress_raises_naming_the_partition_and_keeps_applied_batches(
         tmp_path: Path) -> None:
     store = Recording(tmp_path)
     restore = Restorer({0: FakeChangelog(_records(30))}, per_call=10, tick=1.0, stall_after=1)
+    beats: list[float] = []
     with pytest.raises(RestoreStalledError) as caught:
-        restore([store], stall_s=20, batch_records=10)
+        restore([store], stall_s=20, batch_records=10, on_progress=lambda: beats.append(1))
+    assert beats == [1], "a stalled restore reports no progress to the liveness"
     message = str(caught.value)
     assert "store things[0]" in message and CHANGELOG in message
     assert "at offset 10 of 30" in message and "no progress for 20s" in message
@@ -288,9 +291,12 @@ def test_slow_steady_progress_is_never_stalled(
     # deadline, and far past the total deadline (10 s here) the restore used to have.
     store = Recording(tmp_path)
     restore = Restorer({0: FakeChangelog(_records(300))}, per_call=1, tick=1.0, every=3)
+    beats: list[float] = []
     with caplog.at_level(logging.INFO, logger="streams.processing.restore"):
-        assert restore([store], stall_s=10, batch_records=100) == {store: 300}
+        assert restore([store], stall_s=10, batch_records=100,
+                       on_progress=lambda: beats.append(restore.clock.now)) == {store: 300}
     assert restore.clock.now - 1000.0 >= 900
+    assert len(beats) >= 300, "each move is reported to the worker's liveness"
     progress = [r.getMessage() for r in caplog.records if "offsets/s" in r.getMessage()]
     assert len(progress) >= 150, "about every 5 s of a long restore"
     assert "restoring store things[0] from app-things-changelog: offset" in progress[0]
