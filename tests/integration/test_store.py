@@ -1,7 +1,8 @@
 """State stores against the real broker: committed writes reach RocksDB and the changelog,
 aborted ones reach neither, and a store restores from its changelog after a crash, batch by
 batch: a cold restore larger than one batch, and one killed mid-way that resumes from its
-last applied batch."""
+last applied batch. A worker closes the stores of the partitions a rebalance takes away
+and reopens them when they come back."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +188,73 @@ def test_a_restore_killed_mid_way_resumes_from_its_last_batch(
     assert dict(store.committed_items()) == expected
     assert store.checkpoint == 3006
     store.close()
+
+
+class Remembers:
+    """An agent with one store and nothing to do: enough for the runtime to own stores."""
+
+    name = "remembers"
+    inputs = ("telemetry.v1",)
+    stores = ("seen",)
+
+    def on_assigned(self, partitions: frozenset[int], stores: Any) -> None:
+        pass
+
+    def process(self, records: list[Any], ctx: Any) -> None:
+        pass
+
+
+def _owned(worker: Any) -> set[tuple[str, int]]:
+    """The stores a running worker holds (copied at once: its thread changes the dict)."""
+    return set(worker.stores.copy())
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_worker_closes_the_stores_of_partitions_it_loses_and_reopens_them(
+        provisioned: Settings, tmp_path: Path) -> None:
+    from streams.processing.runtime import Processor
+
+    base = provisioned.model_copy(update={
+        "app_id": f"pytest-{uuid.uuid4().hex[:8]}", "metrics_port": 0,
+        # Off: a leaving static member keeps its partitions for a session timeout.
+        "static_membership": False})
+    workers = {
+        w: Processor(base.model_copy(update={"worker_id": w, "data_dir": tmp_path / w}),
+                     [Remembers()])
+        for w in ("a", "b")
+    }
+    ensure_changelog_topics(base, [workers["a"].changelog_topic("seen")])
+    stops = {w: threading.Event() for w in workers}
+    threads = {w: threading.Thread(target=workers[w].run, args=(stops[w],), daemon=True)
+               for w in workers}
+    a, b = workers["a"], workers["b"]
+    both = {("seen", 0), ("seen", 1)}
+    try:
+        threads["a"].start()
+        _wait("a to own both partitions", lambda: _owned(a) == both)
+        first = a.stores.copy()
+        threads["b"].start()
+        _wait("the partitions to be shared",
+              lambda: len(_owned(a)) == 1 and _owned(a) | _owned(b) == both)
+        (lost,) = both - _owned(a)
+        # a closed its store of the partition b took: RocksDB's lock on it is free.
+        path = tmp_path / "a" / "seen" / str(lost[1])
+        probe = PartitionStore("seen", path, a.changelog_topic("seen"), lost[1], lambda *_a: None)
+        probe.close()
+        stops["b"].set()
+        threads["b"].join(30)
+        _wait("a to own both partitions again", lambda: _owned(a) == both)
+        assert a.stores[lost] is not first[lost], "reopened on re-assignment"
+        assert a.stores[lost].get("anything") is None and a.stores[lost].checkpoint == 0
+    finally:
+        for w in workers:
+            stops[w].set()
+        for w in workers:
+            if threads[w].is_alive():
+                threads[w].join(30)
