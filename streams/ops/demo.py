@@ -1,6 +1,8 @@
 """The end-to-end demo: telemetry, feedback and a voice note through the SDK; a worker that
 transcribes, scores, de-duplicates, embeds, memorizes and summarizes them exactly-once; the
-memories and the session summary read back."""
+memories and the session summary read back.
+
+(Just over 300 lines: a narrated script of eight steps, read top to bottom.)"""
 
 from __future__ import annotations
 

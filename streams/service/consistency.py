@@ -22,6 +22,8 @@ or summaries.v1 itself waits for step 3 only.
 If the wait passes ``consistency_timeout_s`` the request gets 503 with the stage it
 waited at and the replica's lag.
 
+(About 400 lines: the hops above are one protocol; split, its steps would read out of order.)
+
 Bounded for any caller: a token may name only the partition of the caller's tenant and at
 most ``MAX_POSITIONS`` positions; every broker call is bounded by the time left, so a wait
 ends at its deadline; waiting is async (no worker thread is held while waiting; the checks

@@ -2,6 +2,9 @@
 
 Each process memstream starts is recorded in a pid file under the state directory;
 ``down`` stops only those, and a second ``up`` reuses what already answers.
+
+(About 400 lines: both processes share one lifecycle — install check, start, wait until it
+answers, pid files, stop, status — and reading it in one place is how it stays consistent.)
 """
 
 from __future__ import annotations
