@@ -14,7 +14,8 @@ install:
 demo: install
 	$(RUN) -m streams demo
 
-test: install
+# ruff and mypy first (0 errors each), then the suite.
+test: install lint typecheck
 	$(RUN) -m pytest $(PYTEST_ARGS)
 
 unit: install

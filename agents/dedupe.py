@@ -12,7 +12,7 @@ import uuid
 from streams.common.content import normalize_text
 from streams.common.exceptions import ValidationError
 
-__all__ = ["content_hash", "memory_id", "normalize_text"]
+__all__ = ["content_hash", "memory_id", "memory_id_of_hash", "restatement_id"]
 
 # Fixed forever: changing it would give every existing memory a new id.
 MEMORY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "memstream:memory")

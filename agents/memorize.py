@@ -8,6 +8,9 @@ Stores: ``content`` (tenant + normalized-content hash → memory id and the simi
 when that content arrived) and ``memories`` (tenant + memory id → the memory record, its
 embedding included). The FAISS index per tenant is derived from ``memories`` whenever the
 owned partitions change, so it never holds an uncommitted memory and is never re-embedded.
+
+(About 350 lines: one agent's decisions — exact, near, fact change, delete — over two
+stores; what a memory record becomes in each case is ``agents.memory_records``.)
 """
 
 from __future__ import annotations
@@ -18,15 +21,23 @@ from typing import Any
 
 import numpy as np
 
-from agents.dedupe import memory_id, restatement_id
 from agents.facts import Action, FactComparison, Verdict, decide_near
-from agents.score import SEP, to_millis
-from streams.common.exceptions import ValidationError
+from agents.memory_records import (
+    NO_RELATIONS,
+    count_into_deleted,
+    forgotten_event_key,
+    fresh_id,
+    merge_into,
+    new_memory,
+    update_value,
+)
+from streams.common.codec import to_millis
+from streams.common.exceptions import CorruptStateError, ValidationError
+from streams.common.keys import SEP
 from streams.common.observability import WorkerMetrics
 from streams.common.topics import memory_key
 from streams.common.validation import check_event
-from streams.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
-from streams.models.exceptions import ModelMismatchError
+from streams.models.embedder import Embedder, vector_from_bytes
 from streams.models.index import TenantIndexes
 from streams.processing.api import (
     Agent,
@@ -39,24 +50,8 @@ from streams.processing.api import (
 
 logger = logging.getLogger(__name__)
 
-# A memory lists at most this many source ids and merges (its count keeps growing).
-MAX_SOURCES = 1000
 # Near neighbours looked at: one about another subject does not hide the next one.
 NEAR_CANDIDATES = 3
-# Content-store keys of the events a delete took with it (see ``_delete``).
-FORGOTTEN_EVENT = f"\x01forgotten{SEP}"
-
-
-def forgotten_event_key(tenant: str, event_id: str) -> str:
-    """The content-store key that sends event ``event_id`` into a deleted memory."""
-    return f"{FORGOTTEN_EVENT}{tenant}{SEP}{event_id}"
-
-
-# A deleted memory keeps no validity interval or supersession: those depend on the order
-# in which the delete and the events were read, and a replay may read the delete first.
-_NO_RELATIONS: dict[str, Any] = {
-    "valid_from": None, "supersedes": None, "superseded_by": None, "superseded_at": None,
-}
 
 
 class MemorizeAgent(Agent):
@@ -162,7 +157,7 @@ class MemorizeAgent(Agent):
                       session_id="", kind="", value=None, confidence=0.0, merges=[],
                       scorer_version=None, event_id=v["event_id"],
                       event_time=max(memory["event_time"], to_millis(v["event_time"])),
-                      **_NO_RELATIONS)
+                      **NO_RELATIONS)
         self.indexes.remove(tenant, mid)
         self._save(memory, memories, ctx)
         logger.info("memory %s of tenant %s deleted", mid, tenant)
@@ -175,7 +170,7 @@ class MemorizeAgent(Agent):
             "session_id": "", "kind": "", "text": "", "content_hash": "", "embedding": b"",
             "model_id": self.embedder.model_id, "dimension": 0, "value": None,
             "confidence": 0.0, "occurrence_count": 0, "source_event_ids": [], "merges": [],
-            "deleted": True, "scorer_version": None, **_NO_RELATIONS,
+            "deleted": True, "scorer_version": None, **NO_RELATIONS,
         }
 
     def _acceptable(self, record: InputRecord, ctx: BatchContext) -> bool:
@@ -238,17 +233,19 @@ class MemorizeAgent(Agent):
         if seen is not None:
             memory = memories.get(f"{tenant}{SEP}{seen['memory_id']}")
             if memory is None:
-                raise ModelMismatchError(f"content {digest} points at missing memory")
+                raise CorruptStateError(f"memorize: content store entry {tenant}/{digest} names "
+                                        f"memory {seen['memory_id']}, which the memories store "
+                                        "lacks")
             if memory["deleted"]:
                 if v["event_id"] not in memory["source_event_ids"]:
-                    self._count_into_deleted(memory, v)
+                    count_into_deleted(memory, v)
                 self._save(memory, memories, ctx)
                 return
             if not self._restates_superseded(memory, v):
                 if v["event_id"] in memory["source_event_ids"]:
-                    self._update_value(memory, v)  # a re-score of an event already memorized
+                    update_value(memory, v)  # a re-score of an event already memorized
                 else:
-                    self._merge(memory, v, similarity=1.0, match="exact")
+                    merge_into(memory, v, similarity=1.0, match="exact")
                     self._exact_duplicates.inc()
                 self._save(memory, memories, ctx)
                 return
@@ -259,7 +256,7 @@ class MemorizeAgent(Agent):
             if gone is not None:
                 memory = memories.get(f"{tenant}{SEP}{gone['memory_id']}")
                 if memory is not None and memory["deleted"]:
-                    self._count_into_deleted(memory, v)
+                    count_into_deleted(memory, v)
                     content.put(content_key, {"memory_id": memory["memory_id"], "similarity": 0.0})
                     self._save(memory, memories, ctx)
                     return
@@ -280,7 +277,7 @@ class MemorizeAgent(Agent):
         """Merge into, supersede, or stand beside the nearest memories; save what changed
         and return the memory the content now belongs to, with the nearest similarity."""
         tenant = v["tenant"]
-        mid = self._fresh_id(v, memories)
+        mid = fresh_id(v, memories)
         memory = memories.get(f"{tenant}{SEP}{mid}")
         # Content deleted before its first occurrence was (re)processed stays deleted: it
         # may merge into a near memory, never supersede one as a memory of its own.
@@ -289,13 +286,14 @@ class MemorizeAgent(Agent):
         for near_id, similarity in nearest:
             near = memories.get(f"{tenant}{SEP}{near_id}")
             if near is None:
-                raise ModelMismatchError(f"index holds {near_id} but the store does not")
+                raise CorruptStateError(f"memorize: the index of tenant {tenant} holds memory "
+                                        f"{near_id}, which the memories store lacks")
             decision = decide_near(near["text"], v["text"], similarity,
                                    merge_threshold=self.threshold,
                                    supersede_threshold=self.supersede_threshold,
                                    same_frame_threshold=self.same_frame_threshold)
             if decision.action is Action.MERGE:
-                self._merge(near, v, similarity=similarity, match="near")
+                merge_into(near, v, similarity=similarity, match="near")
                 self.metrics.duplicates.labels("near").inc()
                 self._save(near, memories, ctx)
                 return near, similarity
@@ -307,9 +305,9 @@ class MemorizeAgent(Agent):
         similarity = nearest[0][1] if nearest else 0.0
         if memory is not None and deleted:
             # Deleted before its first occurrence was (re)processed: stays deleted.
-            self._count_into_deleted(memory, v)
+            count_into_deleted(memory, v)
         else:
-            memory = self._new_memory(v, mid, vector)
+            memory = new_memory(v, mid, vector, self.embedder)
             self.indexes.add(tenant, memory["memory_id"], vector, self.embedder.model_id)
         self._save(memory, memories, ctx)
         return memory, similarity
@@ -328,7 +326,7 @@ class MemorizeAgent(Agent):
         was superseded and leaves the near-duplicate index. A statement older (in event
         time) than the memory it conflicts with arrives superseded already."""
         tenant, changed_at = v["tenant"], to_millis(v["event_time"])
-        new = self._new_memory(v, mid, vector)
+        new = new_memory(v, mid, vector, self.embedder)
         old_from = old.get("valid_from") or old["event_time"]
         if changed_at >= old_from:
             new["supersedes"] = old["memory_id"]
@@ -349,69 +347,6 @@ class MemorizeAgent(Agent):
         self._save(new, memories, ctx)
         self._save(old, memories, ctx)
         return new
-
-    @staticmethod
-    def _fresh_id(v: dict[str, Any], memories: Any) -> str:
-        """The content's memory id, or (when a superseded memory holds it) a restatement id."""
-        mid = memory_id(v["tenant"], v["text"])
-        taken = memories.get(f"{v['tenant']}{SEP}{mid}")
-        if taken is not None and not taken["deleted"]:
-            return restatement_id(v["tenant"], v["text"], v["event_id"])
-        return mid
-
-    def _new_memory(self, v: dict[str, Any], mid: str, vector: np.ndarray) -> dict[str, Any]:
-        return {
-            "tenant": v["tenant"],
-            "memory_id": mid,
-            "event_id": v["event_id"],
-            "event_time": to_millis(v["event_time"]),
-            "session_id": v["session_id"],
-            "kind": v["kind"],
-            "text": v["text"],
-            "content_hash": v["content_hash"],
-            "embedding": vector_to_bytes(vector),
-            "model_id": self.embedder.model_id,
-            "dimension": self.embedder.dimension,
-            "value": v["value"],
-            "confidence": v["confidence"],
-            "occurrence_count": 1,
-            "source_event_ids": [v["event_id"]],
-            "merges": [],
-            "deleted": False,
-            "scorer_version": v["scorer_version"],
-            "valid_from": to_millis(v["event_time"]),
-            "supersedes": None,
-            "superseded_by": None,
-            "superseded_at": None,
-        }
-
-    @staticmethod
-    def _count_into_deleted(memory: dict[str, Any], v: dict[str, Any]) -> None:
-        """Count an event into a deleted memory: it stays deleted, with no value."""
-        memory["occurrence_count"] += 1
-        memory["source_event_ids"] = (memory["source_event_ids"] + [v["event_id"]])[-MAX_SOURCES:]
-        memory["event_time"] = max(memory["event_time"], to_millis(v["event_time"]))
-
-    @staticmethod
-    def _merge(memory: dict[str, Any], v: dict[str, Any], *, similarity: float, match: str) -> None:
-        memory["occurrence_count"] += 1
-        memory["source_event_ids"] = (memory["source_event_ids"] + [v["event_id"]])[-MAX_SOURCES:]
-        memory["merges"] = (
-            memory["merges"]
-            + [{"event_id": v["event_id"], "similarity": round(float(similarity), 6),
-               "match": match}]
-        )[-MAX_SOURCES:]
-        MemorizeAgent._update_value(memory, v)
-
-    @staticmethod
-    def _update_value(memory: dict[str, Any], v: dict[str, Any]) -> None:
-        """The latest known value wins; an unknown value never erases a known one."""
-        memory["event_id"] = v["event_id"]
-        memory["event_time"] = max(memory["event_time"], to_millis(v["event_time"]))
-        if v["value"] is not None:
-            memory["value"] = v["value"]
-            memory["confidence"] = v["confidence"]
-            memory["scorer_version"] = v["scorer_version"]
 
     @staticmethod
     def _save(memory: dict[str, Any], memories: Any, ctx: BatchContext) -> None:

@@ -9,12 +9,13 @@ Reusability and novelty come from the memorize agent's stores when this worker k
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from agents.dedupe import content_hash
 from agents.scoring import ScoreInputError, ScoreInputs, ValueScorer
+from streams.common.codec import to_millis
 from streams.common.exceptions import ValidationError
+from streams.common.keys import SEP
 from streams.common.observability import WorkerMetrics
 from streams.common.validation import check_event
 from streams.processing.api import (
@@ -28,7 +29,6 @@ from streams.processing.api import (
 
 logger = logging.getLogger(__name__)
 
-SEP = "\x00"
 # The interactions store's reserved key for a partition's event-time clock (no tenant:
 # interaction key starts with two separators).
 CLOCK_KEY = SEP + SEP + "clock"
@@ -36,13 +36,6 @@ CLOCK_KEY = SEP + SEP + "clock"
 # dead-lettered if none comes before it expires; beyond this many, the oldest are dropped
 # from the list and only the latest ones get a dead letter).
 MAX_PENDING_FEEDBACK = 100
-
-
-def to_millis(value: Any) -> int:
-    """Avro timestamp-millis as decoded (datetime) or given (int) → epoch milliseconds."""
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    return int(value)
 
 
 class ScoreAgent(Agent):

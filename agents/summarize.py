@@ -14,7 +14,6 @@ import logging
 import time
 from typing import Any
 
-from agents.score import to_millis
 from agents.summarizing import (
     Emission,
     Outcome,
@@ -24,6 +23,7 @@ from agents.summarizing import (
     summarize_window,
     summary_record,
 )
+from streams.common.codec import to_millis
 from streams.common.observability import WorkerMetrics
 from streams.processing.api import Agent, BatchContext, InputRecord, StoreAccess
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from agents.score import to_millis
+from streams.common.codec import to_millis
 from streams.common.exceptions import ValidationError
 from streams.common.observability import WorkerMetrics
 from streams.common.validation import check_tenant

@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaException
 
+from streams.common.admin import ensure_changelog_topics, ensure_topics
 from streams.common.observability import StateDirCollector, WorkerMetrics
 from streams.common.settings import Settings
-from streams.ops.admin import ensure_changelog_topics, ensure_topics
 from streams.processing.api import Agent
 from streams.processing.runtime import Runtime
 from streams.processing.watchdog import Liveness, Watchdog

@@ -38,11 +38,11 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import agents.worker
+from streams.common.admin import ensure_topics
 from streams.common.observability import WorkerMetrics
 from streams.common.reader import read_topic
 from streams.common.registry import register_all
 from streams.common.settings import Settings, load_settings
-from streams.ops.admin import ensure_topics
 from streams.sdk.events import TelemetryEvent
 from streams.sdk.producer import MemstreamProducer
 

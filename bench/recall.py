@@ -174,12 +174,12 @@ def bench_log_rebuild(count: int, tenants: int, args: argparse.Namespace) -> dic
     """Produce ``count`` memory records to a fresh prefix, then time rebuild_index."""
     from confluent_kafka import Producer
 
+    from streams.common.admin import admin_client, ensure_topics
     from streams.common.codec import AvroCodec
     from streams.common.partitioning import partition_for_tenant
     from streams.common.registry import latest_schema, register_all, registry_client, subject_for
     from streams.common.settings import load_settings
     from streams.common.topics import topic_spec
-    from streams.ops.admin import admin_client, ensure_topics
     from streams.service.rebuild import rebuild_index
 
     prefix = f"bench.recall.{uuid.uuid4().hex[:6]}."

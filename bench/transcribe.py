@@ -111,10 +111,10 @@ def run_worker_path(
     from confluent_kafka import Consumer
 
     from bench.pipeline import WorkerThread, delete_prefixed_topics
+    from streams.common.admin import ensure_topics
     from streams.common.codec import AvroCodec
     from streams.common.registry import latest_schema, register_all, registry_client
     from streams.common.settings import load_settings
-    from streams.ops.admin import ensure_topics
     from streams.sdk.producer import MemstreamProducer
 
     run = uuid.uuid4().hex[:8]

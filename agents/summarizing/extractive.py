@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.common.content import clip_highlight
+
 # Fixed forever: changing either would give every summary a new id.
 SUMMARY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "memstream:summary")
 SUMMARY_VERSION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "memstream:summary-version")
 
 MAX_KEY_TERMS = 8
-HIGHLIGHT_CHARS = 160
 # How much repetition counts against value when ranking highlights: each doubling of a
 # content's occurrences is worth a quarter of the value scale.
 REPEAT_WEIGHT = 0.25
@@ -189,14 +190,9 @@ def _text(
         for h in highlights:
             value = "unrated" if h.value is None else f"value {h.value:.2f}"
             repeat = f", x{h.count}" if h.count > 1 else ""
-            lines.append(f"- {_clip(h.text)} ({value}{repeat})")
+            lines.append(f"- {clip_highlight(h.text)} ({value}{repeat})")
     return "\n".join(lines)
 
 
 def _when(millis: int) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _clip(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= HIGHLIGHT_CHARS else flat[: HIGHLIGHT_CHARS - 1] + "…"

@@ -19,6 +19,8 @@ Forgetting: a deleted memory (``forget``) takes out of every window of its tenan
 closed, the events named by the delete and the events whose content is the memory's own
 (same content hash → same memory id); each summary that changed is emitted again without
 them. The delete is kept (``f`` keys) so that such events arriving later are left out too.
+
+(A little over 300 lines: the window rules above are one state machine over one store.)
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from agents.dedupe import memory_id_of_hash
+from streams.common.keys import SEP
 
-SEP = "\x00"
 STREAM_TIME_KEY = "\x01stream-time"
 WINDOW_PREFIX = f"w{SEP}"
 CLOSED_PREFIX = f"c{SEP}"

@@ -12,6 +12,7 @@ import json
 import struct
 import threading
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import fastavro
@@ -81,10 +82,15 @@ class AvroCodec:
             writer, reader = self._decoding(data, reader_schema)
         try:
             body = io.BytesIO(memoryview(data)[_HEADER.size :])
-            return fastavro.schemaless_reader(body, writer, reader)
+            value = fastavro.schemaless_reader(body, writer, reader)
         except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
             schema_id = _HEADER.unpack_from(data)[1]
             raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
+        if not isinstance(value, dict):  # every memstream schema is a record
+            schema_id = _HEADER.unpack_from(data)[1]
+            raise CodecError(f"schema id {schema_id}: decodes to a {type(value).__name__}, "
+                             "not a record")
+        return value
 
     def _decoding(self, data: bytes, reader_schema: Mapping[str, Any] | None) -> tuple[Any, Any]:
         """(writer, resolved reader) for ``data``'s frame, checked and then cached."""
@@ -127,7 +133,7 @@ class AvroCodec:
         try:
             if self.auto_register:
                 return self.registry.register_schema(subject, schema)
-            return self.registry.lookup_schema(subject, schema).schema_id
+            schema_id = self.registry.lookup_schema(subject, schema).schema_id
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 raise CodecError(
@@ -140,6 +146,9 @@ class AvroCodec:
             raise CodecError(f"registry refused {subject!r}: {exc}") from exc
         except Exception as exc:  # requests/httpx connection errors and timeouts
             raise UnavailableError(f"schema registry unreachable: {exc}") from exc
+        if schema_id is None:
+            raise CodecError(f"registry found {subject!r}'s schema but answered no id")
+        return schema_id
 
     def _writer_by_id(self, schema_id: int) -> Any:
         cached = self._by_id.get(schema_id)
@@ -158,6 +167,8 @@ class AvroCodec:
                 f"schema registry failed looking up schema id {schema_id}: {exc}") from exc
         except Exception as exc:  # connection errors
             raise UnavailableError(f"schema registry unreachable: {exc}") from exc
+        if schema.schema_str is None:
+            raise CodecError(f"schema id {schema_id}: the registry answered no schema text")
         try:
             parsed = fastavro.parse_schema(self._plain(json.loads(schema.schema_str)))
         except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
@@ -213,3 +224,10 @@ def without_logical_types(schema: Any) -> Any:
     if isinstance(schema, list):
         return [without_logical_types(v) for v in schema]
     return schema
+
+
+def to_millis(value: Any) -> int:
+    """An Avro timestamp-millis as decoded (datetime) or given (int), as epoch milliseconds."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)

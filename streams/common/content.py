@@ -1,12 +1,16 @@
-"""How text is compared: the normalization memorize de-duplicates by and the SDK checks with.
+"""How text is compared and quoted: the normalization memorize de-duplicates by and the SDK
+checks with, and the clipped form a summary highlight quotes a memory in.
 
-It lives in the platform so the SDK and the agents apply one function (agents import it;
-the platform never imports agents).
+It lives in the platform so the SDK, the agents and the read service apply one function
+(agents import it; the platform never imports agents).
 """
 
 from __future__ import annotations
 
 import unicodedata
+
+# The longest highlight line a summary quotes (characters, after whitespace is folded).
+HIGHLIGHT_CHARS = 160
 
 
 def normalize_text(text: str) -> str:
@@ -29,3 +33,11 @@ def normalize_text(text: str) -> str:
 
 def _is_edge_noise(char: str) -> bool:
     return char.isspace() or unicodedata.category(char).startswith("P")
+
+
+def clip_highlight(text: str) -> str:
+    """``text`` as a summary highlight quotes it: whitespace folded to single spaces, cut to
+    ``HIGHLIGHT_CHARS`` with an ellipsis. The read service matches superseded memories
+    against summary lines with the same function."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= HIGHLIGHT_CHARS else flat[: HIGHLIGHT_CHARS - 1] + "…"

@@ -26,6 +26,13 @@ class ValidationError(MemstreamError):
         self.code = code
 
 
+class CorruptStateError(MemstreamError):
+    """Stored state is damaged or contradicts itself (a store entry names a memory another
+    store lacks; a snapshot file holds something else): a bug or a damaged disk, never the
+    input's fault. Not retriable: an agent's record is dead-lettered with this message, so
+    its partition goes on."""
+
+
 class UnavailableError(MemstreamError):
     """The broker or the schema registry did not answer within the bounded wait."""
 

@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from streams.common.codec import AvroCodec
 from streams.common.exceptions import UnavailableError
+from streams.common.messages import coordinates
 from streams.common.registry import latest_schema, registry_client
 from streams.common.settings import Settings
 from streams.common.topics import topic_spec
@@ -82,18 +83,20 @@ def read_topic(
                     break
                 continue
             last = time.monotonic()
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise UnavailableError(f"reading {name}: {msg.error().str()}")
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                pending.discard(msg.partition())
+                raise UnavailableError(f"reading {name}: {err.str()}")
+            _, partition, offset = coordinates(msg)
+            if offset + 1 >= ends[partition]:
+                pending.discard(partition)
             raw = msg.value()
             key = msg.key()
             yield ReadRecord(
                 name,
-                msg.partition(),
-                msg.offset(),
+                partition,
+                offset,
                 key.decode("utf-8", "replace") if key is not None else None,
                 codec.decode(raw, reader_schema) if raw is not None else None,
             )

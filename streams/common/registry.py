@@ -88,12 +88,16 @@ def _register(
     schema = Schema(json.dumps(version.schema), "AVRO")
     try:
         found = client.lookup_schema(subject, schema)
-        return Registration(subject, version.version, found.schema_id, created=False)
     except SchemaRegistryError as exc:
         if exc.http_status_code != 404:
             raise SchemaError(f"{subject}: registry lookup failed: {exc}") from exc
     except Exception as exc:
         raise UnavailableError(f"schema registry {url} unreachable: {exc}") from exc
+    else:
+        if found.schema_id is None:
+            raise SchemaError(f"{subject}: the registry found {version.path.name} but "
+                              "answered no schema id")
+        return Registration(subject, version.version, found.schema_id, created=False)
     try:
         schema_id = client.register_schema(subject, schema)
     except SchemaRegistryError as exc:

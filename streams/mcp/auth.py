@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mcp.server.auth.provider import AccessToken
 
-from streams.service.auth import TokenTable, token_digest
+from streams.common.tokens import TokenTable, token_digest
 
 
 class TenantTokenVerifier:

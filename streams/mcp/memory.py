@@ -21,11 +21,17 @@ from typing import Any, Protocol, TypeVar
 
 from streams.common.exceptions import UnavailableError, ValidationError
 from streams.common.settings import Settings
+from streams.common.tokens import token_digest
 from streams.mcp.exceptions import TenantMismatchError, ToolInputError
-from streams.sdk.client import MemoryClient, NotCaughtUpError, NotFound, ServiceError, pack_text
+from streams.sdk.client import (
+    MemoryClient,
+    NotCaughtUpError,
+    NotFoundError,
+    ServiceError,
+    pack_text,
+)
 from streams.sdk.events import TelemetryEvent
 from streams.sdk.producer import DeliveryResult, MemstreamProducer
-from streams.service.auth import token_digest
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +157,7 @@ class AssistantMemory:
         tenant = self._tenant(caller)
         try:
             deleted = client.delete(memory_id)
-        except NotFound:
+        except NotFoundError:
             raise ToolInputError(f"forget: no memory {memory_id} in this tenant") from None
         self._note_write(tenant, str(deleted["consistency_token"]))
         return {"memory_id": memory_id, "forgotten": True, "applied": bool(deleted["applied"]),

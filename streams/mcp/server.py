@@ -25,10 +25,10 @@ from pydantic import AnyHttpUrl, BaseModel, Field
 
 from streams.common.exceptions import MemstreamError
 from streams.common.settings import Settings
+from streams.common.tokens import TokenTable
 from streams.mcp.auth import TenantTokenVerifier
 from streams.mcp.exceptions import NotConfiguredError
 from streams.mcp.memory import AssistantMemory, Caller
-from streams.service.auth import TokenTable
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from streams.common.admin import admin_client
 from streams.common.exceptions import MemstreamError
 from streams.common.settings import Settings
 from streams.common.topics import TOPICS
-from streams.ops.admin import admin_client
 
 INPUTS = ("telemetry.v1", "feedback.v1", "voice.v1")
 DERIVED = ("transcripts.v1", "scored.v1", "memories.v1", "summaries.v1", "deadletter.v1")

@@ -1,6 +1,8 @@
 """The end-to-end demo: telemetry, feedback and a voice note through the SDK; a worker that
 transcribes, scores, de-duplicates, embeds, memorizes and summarizes them exactly-once; the
-memories and the session summary read back."""
+memories and the session summary read back.
+
+(Just over 300 lines: a narrated script of eight steps, read top to bottom.)"""
 
 from __future__ import annotations
 
@@ -221,8 +223,8 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
 
     Each run has topics and an app of its own (prefix ``demo-<id>.``): event time, which
     closes summary windows, then starts fresh, and a user's own data is never touched."""
+    from streams.common.admin import ensure_topics
     from streams.common.registry import register_all
-    from streams.ops.admin import ensure_topics
 
     run = uuid.uuid4().hex[:6]
     tenant = f"demo-{run}"

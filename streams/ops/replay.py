@@ -25,9 +25,9 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
+from streams.common.admin import admin_client
 from streams.common.exceptions import MemstreamError
 from streams.common.settings import Settings
-from streams.ops.admin import admin_client
 
 SOURCE_TOPICS = ("voice.v1", "telemetry.v1", "feedback.v1")
 INTERMEDIATE_TOPICS = ("transcripts.v1", "scored.v1")
@@ -36,7 +36,7 @@ INTERMEDIATE_TOPICS = ("transcripts.v1", "scored.v1")
 DELETION_TOPICS = ("commands.v1",)
 
 
-class ReplayRefused(MemstreamError):
+class ReplayRefusedError(MemstreamError):
     """The reset cannot run now (live group members, bad arguments)."""
 
 
@@ -55,28 +55,30 @@ class ReplayRequest:
         """Parse and check the command-line options."""
         chosen = sum(bool(x) for x in (from_offsets, from_timestamp, to_earliest, to_latest))
         if chosen > 1:
-            raise ReplayRefused("give one of --from-offset, --from-timestamp, --to-earliest, "
-                                "--to-latest")
+            raise ReplayRefusedError("give one of --from-offset, --from-timestamp, --to-earliest, "
+                                     "--to-latest")
         offsets: dict[int, int] = {}
         for item in from_offsets:
             p, sep, o = item.partition(":")
             if not sep or not p.isdigit() or not o.isdigit():
-                raise ReplayRefused(
+                raise ReplayRefusedError(
                     f"--from-offset {item!r}: expected PARTITION:OFFSET, e.g. 0:1200"
                 )
             offsets[int(p)] = int(o)
         if offsets and len(topics) != 1:
-            raise ReplayRefused("--from-offset needs exactly one --topic (offsets are per topic)")
+            raise ReplayRefusedError(
+                "--from-offset needs exactly one --topic (offsets are per topic)")
         known = SOURCE_TOPICS + INTERMEDIATE_TOPICS
         for topic in topics:
             if topic not in known:
-                raise ReplayRefused(f"--topic {topic!r}: the app reads {', '.join(known)}")
+                raise ReplayRefusedError(f"--topic {topic!r}: the app reads {', '.join(known)}")
         ts = None
         if from_timestamp:
             try:
                 when = datetime.fromisoformat(from_timestamp.replace("Z", "+00:00"))
             except ValueError:
-                raise ReplayRefused(f"--from-timestamp {from_timestamp!r}: not ISO 8601") from None
+                raise ReplayRefusedError(
+                    f"--from-timestamp {from_timestamp!r}: not ISO 8601") from None
             ts = int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
         return cls(tuple(topics), offsets, ts, to_latest)
 
@@ -131,7 +133,7 @@ def live_members(settings: Settings) -> list[str]:
 def _refuse_if_live(settings: Settings) -> None:
     members = live_members(settings)
     if members:
-        raise ReplayRefused(
+        raise ReplayRefusedError(
             f"consumer group {settings.app_id} has {len(members)} live member(s): "
             f"{', '.join(members)}. Stop every `memstream worker` of app {settings.app_id} "
             f"first (a killed worker stays a member until its session times out, "
@@ -240,7 +242,7 @@ def _wait_gone(settings: Settings, topics: list[str], timeout_s: float = 60) -> 
         if not listed & set(topics):
             return
         time.sleep(0.5)
-    raise ReplayRefused(f"changelog topics still listed after {timeout_s:.0f}s: {topics}")
+    raise ReplayRefusedError(f"changelog topics still listed after {timeout_s:.0f}s: {topics}")
 
 
 __all__ = ["ReplayPlan", "ReplayRequest", "live_members", "plan_replay", "run_replay"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
@@ -20,11 +20,26 @@ from streams.common.settings import Settings
 from streams.processing.api import Agent
 from streams.processing.clients import GroupConsumer
 from streams.processing.context import StoreMap
-from streams.processing.store import Emit, PartitionStore, restore_stores
+from streams.processing.restore import restore_stores
+from streams.processing.store import Emit, PartitionStore, close_partitions
 
 logger = logging.getLogger(__name__)
 
-Restore = Callable[[list[PartitionStore], dict[str, Any], float], dict[PartitionStore, int]]
+
+
+class Restore(Protocol):
+    """What catches stores up with their changelogs (``restore.restore_stores``; tests fake it)."""
+
+    def __call__(
+        self,
+        stores: list[PartitionStore],
+        consumer_config: dict[str, Any],
+        stall_timeout_s: float,
+        *,
+        batch_records: int,
+        batch_bytes: int,
+        on_progress: Callable[[], None] | None,
+    ) -> dict[PartitionStore, int]: ...
 
 
 def changelog_topic(settings: Settings, store: str) -> str:
@@ -42,8 +57,10 @@ class Ownership:
         stores: dict[tuple[str, int], PartitionStore],
         emit: Emit,
         restore: Restore = restore_stores,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_progress = on_progress
         self.agents = agents
         self.stores = stores  # shared with the transactions, which write and apply them
         self.owned: frozenset[int] = frozenset()
@@ -60,11 +77,13 @@ class Ownership:
         self.rebuild_agents()
 
     def on_revoke(self, consumer: GroupConsumer, partitions: list[TopicPartition]) -> None:
-        """Forget the revoked partitions."""
+        """Forget the revoked partitions and close their stores."""
         revoked = {tp.partition for tp in partitions}
         remaining = {tp.partition for tp in consumer.assignment()} - revoked
         self.owned = frozenset(remaining)
         logger.info("revoked partitions %s", sorted(revoked))
+        # Also called for lost partitions (no on_lost callback): their stores close too.
+        close_partitions(self.stores, revoked)
 
     def _open_stores(self, partitions: Iterable[int]) -> None:
         opened: list[PartitionStore] = []
@@ -84,7 +103,10 @@ class Ownership:
         counts = self._restore(
             opened,
             {**self.settings.kafka_client_config(), "log_level": 3},
-            self.settings.transaction_timeout_ms / 1000 + 30,
+            self.settings.transaction_timeout_ms / 1000 + 30,  # no progress for this long
+            batch_records=self.settings.restore_batch_records,
+            batch_bytes=self.settings.restore_batch_bytes,
+            on_progress=self._on_progress,  # a long restore is progress, not a hang
         )
         for store, count in counts.items():
             if count:

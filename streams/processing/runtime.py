@@ -43,7 +43,8 @@ from streams.processing.deadletter import DeadLetterReason, SourceCoordinates
 from streams.processing.outputs import Outputs
 from streams.processing.policy import ErrorPolicy
 from streams.processing.rebalance import Ownership, Restore, changelog_topic
-from streams.processing.store import PartitionStore, restore_stores
+from streams.processing.restore import restore_stores
+from streams.processing.store import PartitionStore
 from streams.processing.transaction import Transactions, offset, slot
 from streams.processing.watchdog import Liveness, Watchdog
 
@@ -92,7 +93,8 @@ class Runtime:
             guard=self._guard,
         )
         self.ownership = Ownership(
-            settings, self.agents, self.stores, self.transactions.emit_changelog, restore
+            settings, self.agents, self.stores, self.transactions.emit_changelog, restore,
+            on_progress=self.liveness.progress,
         )
         self.outputs = Outputs(settings, self.codec, self.transactions)
         self.policy = ErrorPolicy(

@@ -6,7 +6,7 @@ batch's Kafka transaction, so a key written several times in a batch costs one e
 and one record. Only after that transaction commits are the writes applied to RocksDB, in
 one atomic WriteBatch together with the changelog offset they reach (the checkpoint). So
 RocksDB never holds a write whose transaction aborted, and after any crash a store catches
-up from its checkpoint by reading the changelog with read_committed.
+up from its checkpoint by reading the changelog with read_committed (``restore.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
 from streams.common.private_files import private_dir
@@ -35,7 +33,7 @@ Emit = Callable[[str, int, bytes, bytes | None], None]
 
 def encode_value(value: Any) -> bytes:
     """MessagePack (bytes stay bytes; several times faster than JSON on the hot path)."""
-    return msgpack.packb(value, use_bin_type=True)
+    return cast(bytes, msgpack.packb(value, use_bin_type=True))
 
 
 def decode_value(data: bytes) -> Any:
@@ -51,35 +49,6 @@ def _legacy_bytes(obj: dict[str, Any]) -> Any:
     if len(obj) == 1 and "$b64" in obj:
         return base64.b64decode(obj["$b64"])
     return obj
-
-
-# What a broker answers for a topic created a moment ago, until its leader is known.
-_NOT_READY = frozenset({
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-})
-
-
-def _watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
-    """Low and high offsets; retried while the broker is still electing the leader of a
-    changelog topic that was just created (NOT_LEADER_FOR_PARTITION and the like)."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.1
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            return int(low), int(high)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = isinstance(err, KafkaError) and (
-                err.retriable() or err.code() in _NOT_READY
-            )
-            if not retriable or time.monotonic() + delay > deadline:
-                raise
-            logger.info("changelog %s[%d] not ready (%s); retrying", tp.topic, tp.partition, err)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 class PartitionStore:
@@ -143,10 +112,11 @@ class PartitionStore:
         start = prefix.encode()
         items = self._db.items(from_key=start) if start else self._db.items()
         for k, v in items:
-            if start and not k.startswith(start):
+            key = cast(bytes, k)  # raw mode: keys are bytes
+            if start and not key.startswith(start):
                 break
-            if k != CHECKPOINT_KEY:
-                yield k.decode(), decode_value(v)
+            if key != CHECKPOINT_KEY:
+                yield key.decode(), decode_value(v)
 
     # -- transaction outcome ------------------------------------------------------------------
     def apply(self, next_offset: int | None) -> None:
@@ -180,105 +150,43 @@ class PartitionStore:
         raw = self._db.get(CHECKPOINT_KEY)
         return int(raw) if raw is not None else 0
 
-    # -- recovery -------------------------------------------------------------------------------
-    def restore(self, consumer_config: dict[str, Any], timeout_s: float) -> int:
-        """Apply the changelog from the checkpoint to its committed end; return records read."""
-        return restore_stores([self], consumer_config, timeout_s)[self]
-
-    def _apply_restored(self, batch: WriteBatch, position: int) -> None:
+    # -- recovery (restore.py) ------------------------------------------------------------------
+    def write_restored(self, batch: WriteBatch, position: int) -> None:
+        """Apply changelog records read by a restore, atomically with the offset they reach."""
         batch.put(CHECKPOINT_KEY, str(position).encode())
         self._db.write(batch)
 
-    def _wipe(self) -> None:
+    def wipe(self, chunk: int = 10_000) -> None:
+        """Delete every key, ``chunk`` keys per write; the checkpoint goes last, so a crash
+        mid-wipe leaves a store whose checkpoint still calls for the wipe."""
         batch = WriteBatch(raw_mode=True)
-        for k in self._db.keys():
+        count = 0
+        for k in self._db.keys():  # the iterator reads a snapshot: deleting behind it is safe
+            if k == CHECKPOINT_KEY:
+                continue
             batch.delete(k)
+            count += 1
+            if count % chunk == 0:
+                self._db.write(batch)
+                batch = WriteBatch(raw_mode=True)
+        batch.delete(CHECKPOINT_KEY)
         self._db.write(batch)
 
     def close(self) -> None:
-        """Close RocksDB."""
+        """Forget unapplied writes and close RocksDB (its files and lock are released)."""
+        self.discard()
         self._db.close()
 
 
-def restore_stores(
-    stores: list[PartitionStore], consumer_config: dict[str, Any], timeout_s: float
-) -> dict[PartitionStore, int]:
-    """Bring every store up to its changelog's committed end with one consumer reading all
-    their changelog partitions at once; returns the records applied per store.
-
-    read_committed stops at the last stable offset: an open transaction (a crashed worker's)
-    holds it below the high watermark until that transaction is aborted or times out.
-    """
-    counts = dict.fromkeys(stores, 0)
-    consumer = Consumer(
-        {
-            **consumer_config,
-            "group.id": "memstream-restore",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        todo: dict[tuple[str, int], PartitionStore] = {}
-        ends: dict[tuple[str, int], int] = {}
-        starts: list[TopicPartition] = []
-        for store in stores:
-            tp = (store.changelog, store.partition)
-            low, high = _watermarks(consumer, TopicPartition(*tp), timeout_s)
-            start = store.checkpoint
-            if start > high:
-                logger.warning(
-                    "store %s[%d] is ahead of its changelog (%d > %d): rebuilding from scratch",
-                    store.name, store.partition, start, high,
-                )
-                store._wipe()
-                start = 0
-            if start < high:
-                todo[tp], ends[tp] = store, high
-                starts.append(TopicPartition(*tp, max(start, low)))
-        if not todo:
-            return counts
-        consumer.assign(starts)
-        batches = {tp: WriteBatch(raw_mode=True) for tp in todo}
-        positions = {tp: 0 for tp in todo}
-        pending = set(todo)
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            # consume() waits its whole timeout unless the batch fills: short, since a store
-            # that is already caught up has only a commit marker left to read.
-            msgs = consumer.consume(num_messages=1000, timeout=0.01)
-            for msg in msgs:
-                tp = (msg.topic(), msg.partition())
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise RuntimeError(f"restoring {tp[0]}[{tp[1]}]: {err.str()}")
-                    positions[tp] = max(positions[tp], msg.offset())
-                elif msg.value() is None:
-                    batches[tp].delete(msg.key())
-                else:
-                    batches[tp].put(msg.key(), msg.value())
-                if err is None:
-                    positions[tp] = msg.offset() + 1
-                    counts[todo[tp]] += 1
-            if not msgs:
-                # Past the last data record only control markers may remain.
-                for tp in consumer.position([TopicPartition(*tp) for tp in pending]):
-                    key = (tp.topic, tp.partition)
-                    positions[key] = max(positions[key], tp.offset)
-            for tp in list(pending):
-                if positions[tp] >= ends[tp]:
-                    todo[tp]._apply_restored(batches[tp], positions[tp])
-                    pending.discard(tp)
-            if pending and time.monotonic() > deadline:
-                stuck = ", ".join(f"{t}[{p}] at {positions[(t, p)]} of {ends[(t, p)]}"
-                                  for t, p in sorted(pending))
-                raise RuntimeError(
-                    f"restoring {stuck}: stuck for {timeout_s:.0f}s "
-                    "(an open transaction of another worker?)"
-                )
-        return counts
-    finally:
-        consumer.close()
+def close_partitions(
+    stores: dict[tuple[str, int], PartitionStore], partitions: Iterable[int]
+) -> list[PartitionStore]:
+    """Close and forget the stores of ``partitions`` (revoked or lost): another worker may
+    own them now, and an open RocksDB keeps its files and memory. Returns those closed."""
+    gone = set(partitions)
+    closed = [stores.pop(key) for key in [k for k in stores if k[1] in gone]]
+    for store in closed:
+        store.close()
+    if closed:
+        logger.info("closed %d stores of partitions %s", len(closed), sorted(gone))
+    return closed

@@ -27,7 +27,7 @@ class ServiceError(MemstreamError):
         self.detail = detail
 
 
-class NotFound(ServiceError):
+class NotFoundError(ServiceError):
     """No such memory for this tenant."""
 
 
@@ -100,7 +100,7 @@ class MemoryClient:
         return str(self._call("GET", "/v1/whoami")["tenant"])
 
     def get(self, memory_id: str) -> dict[str, Any]:
-        """One memory (raises NotFound)."""
+        """One memory (raises NotFoundError)."""
         return dict(self._call("GET", f"/v1/memories/{memory_id}"))
 
     def delete(self, memory_id: str) -> dict[str, Any]:
@@ -119,7 +119,7 @@ class MemoryClient:
         except ValueError:
             detail = response.text
         if response.status_code == 404:
-            raise NotFound(404, detail)
+            raise NotFoundError(404, detail)
         if response.status_code == 503 and isinstance(detail, dict) and "stage" in detail:
             raise NotCaughtUpError(503, detail)  # read-your-writes wait ran out: retry later
         if response.status_code == 429:

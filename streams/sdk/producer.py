@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.common.codec import AvroCodec
 from streams.common.exceptions import DeliveryError, UnavailableError, ValidationError
+from streams.common.messages import coordinates
 from streams.common.partitioning import partition_for_tenant
 from streams.common.registry import latest_schema, registry_client, subject_for
 from streams.common.settings import Settings, load_settings
@@ -123,9 +124,7 @@ class MemstreamProducer:
                 self._failures.append(failure)
                 future.set_exception(failure)
             else:
-                future.set_result(
-                    DeliveryResult(msg.topic(), msg.partition(), msg.offset(), event_id)
-                )
+                future.set_result(DeliveryResult(*coordinates(msg), event_id))
 
         with self._lock:
             self._pending += 1

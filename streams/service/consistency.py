@@ -22,6 +22,8 @@ or summaries.v1 itself waits for step 3 only.
 If the wait passes ``consistency_timeout_s`` the request gets 503 with the stage it
 waited at and the replica's lag.
 
+(About 400 lines: the hops above are one protocol; split, its steps would read out of order.)
+
 Bounded for any caller: a token may name only the partition of the caller's tenant and at
 most ``MAX_POSITIONS`` positions; every broker call is bounded by the time left, so a wait
 ends at its deadline; waiting is async (no worker thread is held while waiting; the checks
@@ -75,13 +77,14 @@ _CHECK_THREADS = 4
 T = TypeVar("T")
 
 
-class BadToken(MemstreamError):
+class InvalidConsistencyTokenError(MemstreamError):
     """A consistency token that does not parse, names an unknown topic, another tenant's
     partition, or more positions than allowed."""
 
 
-class NotCaughtUp(MemstreamError):
-    """The replica has not reached a token within the bounded wait."""
+class NotCaughtUpError(MemstreamError):
+    """The replica has not reached a token within the bounded wait (answered 503; the SDK
+    raises its own ``streams.sdk.client.NotCaughtUpError`` for that answer)."""
 
     retriable = True
 
@@ -91,8 +94,9 @@ class NotCaughtUp(MemstreamError):
         self.lag = lag
 
 
-class TooManyWaiters(MemstreamError):
-    """The tenant already has ``consistency_max_waiters`` requests waiting on tokens."""
+class TooManyWaitersError(MemstreamError):
+    """The tenant already has ``consistency_max_waiters`` requests waiting on tokens
+    (answered 429; the SDK raises ``streams.sdk.client.TooManyWaitersError``)."""
 
     retriable = True
 
@@ -117,12 +121,14 @@ def parse_token(token: str, prefix: str = "", *, partitions: int | None = None,
     With ``partitions``, a partition must lie in ``[0, partitions)``; with
     ``tenant_partition``, every position must be on that partition (the caller's tenant's)."""
     if len(token) > MAX_TOKEN_CHARS:
-        raise BadToken(f"consistency token: {len(token)} characters, over the limit of "
-                       f"{MAX_TOKEN_CHARS}")
+        raise InvalidConsistencyTokenError(
+            f"consistency token: {len(token)} characters, over the limit of "
+            f"{MAX_TOKEN_CHARS}")
     parts = token.split(",")
     if len(parts) > MAX_POSITIONS:
-        raise BadToken(f"consistency token: {len(parts)} positions, over the limit of "
-                       f"{MAX_POSITIONS}")
+        raise InvalidConsistencyTokenError(
+            f"consistency token: {len(parts)} positions, over the limit of "
+            f"{MAX_POSITIONS}")
     found: list[Position] = []
     for part in parts:
         part = part.strip()
@@ -132,22 +138,27 @@ def parse_token(token: str, prefix: str = "", *, partitions: int | None = None,
             base = topic_spec(topic, prefix).base
             position = Position(base, int(partition), int(rest))
         except (KeyError, ValueError):
-            raise BadToken(f"consistency token {_shown(part)}: expected "
-                           "<topic>:<partition>:<offset> of a memstream topic") from None
+            raise InvalidConsistencyTokenError(
+                f"consistency token {_shown(part)}: expected "
+                "<topic>:<partition>:<offset> of a memstream topic") from None
         if base not in NEXT_HOP and base not in (MEMORIES, SUMMARIES):
-            raise BadToken(f"consistency token {_shown(part)}: {base} does not feed the read "
-                           "service")
+            raise InvalidConsistencyTokenError(
+                f"consistency token {_shown(part)}: {base} does not feed the read "
+                "service")
         top = partitions if partitions is not None else 2**31
         if not 0 <= position.partition < top:
-            raise BadToken(f"consistency token {_shown(part)}: partition {_shown(partition, 20)}"
-                           f" is outside 0..{top - 1}")
+            raise InvalidConsistencyTokenError(
+                f"consistency token {_shown(part)}: partition {_shown(partition, 20)}"
+                f" is outside 0..{top - 1}")
         if not 0 <= position.offset <= _MAX_OFFSET:
-            raise BadToken(f"consistency token {_shown(part)}: offset {_shown(rest, 24)} is "
-                           f"outside 0..{_MAX_OFFSET}")
+            raise InvalidConsistencyTokenError(
+                f"consistency token {_shown(part)}: offset {_shown(rest, 24)} is "
+                f"outside 0..{_MAX_OFFSET}")
         if tenant_partition is not None and position.partition != tenant_partition:
-            raise BadToken(f"consistency token {_shown(part)}: names partition "
-                           f"{position.partition}, but your tenant's records are on partition "
-                           f"{tenant_partition}: a token may name only those")
+            raise InvalidConsistencyTokenError(
+                f"consistency token {_shown(part)}: names partition "
+                f"{position.partition}, but your tenant's records are on partition "
+                f"{tenant_partition}: a token may name only those")
         found.append(position)
     return found
 
@@ -288,7 +299,7 @@ class ConsistencyGate:
         cap = self.settings.consistency_max_waiters
         with self._count_lock:
             if self._waiting[tenant] >= cap:
-                raise TooManyWaiters(
+                raise TooManyWaitersError(
                     f"tenant already has {cap} requests waiting on consistency tokens "
                     f"(MEMSTREAM_CONSISTENCY_MAX_WAITERS); retry later")
             self._waiting[tenant] += 1
@@ -302,8 +313,8 @@ class ConsistencyGate:
 
     async def wait(self, tenant: str, positions: list[Position],
                    timeout_s: float | None = None) -> None:
-        """Return once every position is reflected, or raise NotCaughtUp at the deadline
-        (TooManyWaiters at once when the tenant has too many waits)."""
+        """Return once every position is reflected, or raise NotCaughtUpError at the deadline
+        (TooManyWaitersError at once when the tenant has too many waits)."""
         timeout = self.settings.consistency_timeout_s if timeout_s is None else timeout_s
         with self._slot(tenant):
             deadline = time.monotonic() + timeout
@@ -351,7 +362,7 @@ class ConsistencyGate:
             await asyncio.sleep(_POLL_S)
 
     async def _io(self, deadline: float, stage: str, call: Callable[[float], T]) -> T:
-        """``call(time_left)`` on one of the gate's threads; NotCaughtUp at the deadline,
+        """``call(time_left)`` on one of the gate's threads; NotCaughtUpError at the deadline,
         whether the call is still queued or running (a running call is bounded by the time
         it was given, so it ends soon after)."""
         left = deadline - time.monotonic()
@@ -377,8 +388,8 @@ class ConsistencyGate:
             limiter = self._limiters[loop] = anyio.CapacityLimiter(_CHECK_THREADS)
         return limiter
 
-    def _late(self, stage: str) -> NotCaughtUp:
-        return NotCaughtUp(f"not caught up: waiting for {stage}", stage=stage,
+    def _late(self, stage: str) -> NotCaughtUpError:
+        return NotCaughtUpError(f"not caught up: waiting for {stage}", stage=stage,
                            lag=self.feed.lag())
 
     def _replica_reached(self, base: str, partition: int, end: int, timeout: float) -> bool:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agents.dedupe import normalize_text
-from agents.summarizing.extractive import HIGHLIGHT_CHARS
+from streams.common.content import clip_highlight, normalize_text
 
 SUPERSEDED_MARK = "[superseded]"
 
@@ -55,7 +54,7 @@ def mark_superseded(summary: str, superseded: Iterable[str], *, drop: bool) -> s
     """The summary with its highlight lines that quote a superseded memory's text dropped
     (``drop``) or marked ``[superseded]``: a summary is derived from events, and an event
     may state a value that has changed since."""
-    quoted = {_clipped(t) for t in superseded if t.strip()}
+    quoted = {clip_highlight(t) for t in superseded if t.strip()}
     if not quoted:
         return summary
     lines = []
@@ -66,9 +65,3 @@ def mark_superseded(summary: str, superseded: Iterable[str], *, drop: bool) -> s
             line = f"- {SUPERSEDED_MARK} {line[2:]}"
         lines.append(line)
     return "\n".join(lines)
-
-
-def _clipped(text: str) -> str:
-    """A memory text as a summary highlight quotes it (see agents/summarizing/extractive)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= HIGHLIGHT_CHARS else flat[: HIGHLIGHT_CHARS - 1] + "…"

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from streams.common.observability import StateDirCollector
 from streams.common.settings import Settings
+from streams.common.tokens import TokenTable
 from streams.models.exceptions import ModelError
-from streams.service.auth import TokenTable
 from streams.service.commands import CommandWriter
 from streams.service.consistency import ConsistencyGate
 from streams.service.feed import ReplicaFeed, feed_topics

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 from starlette.routing import BaseRoute, Match
 
+from streams.common.exceptions import MemstreamError
 from streams.service.core import ReadService
 
 Scope = MutableMapping[str, Any]
@@ -32,8 +33,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class BodyTooLarge(Exception):
-    """The body passed the limit while being read."""
+class BodyTooLargeError(MemstreamError):
+    """The body passed the limit while being read (answered 413, never raised past the guard)."""
 
 
 def method_label(method: str) -> str:
@@ -85,7 +86,7 @@ class RequestGuard:
         try:
             with anyio.fail_after(self.body_timeout):
                 body, more = await self._read_body(receive)
-        except BodyTooLarge:
+        except BodyTooLargeError:
             await _answer(send, 413, self._too_large(), close=True)
             return
         except TimeoutError:
@@ -116,7 +117,7 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                raise BodyTooLarge
+                raise BodyTooLargeError
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks), None

@@ -19,7 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from streams.service.consistency import MAX_TOKEN_CHARS, BadToken, NotCaughtUp, TooManyWaiters
+from streams.service.consistency import (
+    MAX_TOKEN_CHARS,
+    InvalidConsistencyTokenError,
+    NotCaughtUpError,
+    TooManyWaitersError,
+)
 from streams.service.context import Piece, mark_superseded, pack
 from streams.service.core import ReadService
 from streams.service.errors import shown, validation_error
@@ -279,12 +284,12 @@ def create_app(service: ReadService) -> FastAPI:
             return
         try:
             await service.gate.wait(tenant, service.gate.positions(tenant, token))
-        except BadToken as exc:
+        except InvalidConsistencyTokenError as exc:
             raise HTTPException(422, [{"loc": ["body", "consistency_token"],
                                        "msg": str(exc), "type": "consistency_token"}]) from exc
-        except TooManyWaiters as exc:
+        except TooManyWaitersError as exc:
             raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from exc
-        except NotCaughtUp as exc:
+        except NotCaughtUpError as exc:
             raise HTTPException(503, {"error": str(exc), "stage": exc.stage, "lag": exc.lag},
                                 headers={"Retry-After": "1"}) from exc
 
@@ -324,7 +329,7 @@ def create_app(service: ReadService) -> FastAPI:
 
     @app.delete("/v1/memories/{memory_id}", response_model=Deleted,
                 responses={**_V1, **_responses(404), 202: {
-                    "model": Deleted, "description": "tombstone written, not yet applied here"}})
+                    "model": Deleted, "description": "delete command sent, not yet applied here"}})
     async def delete_memory(memory_id: MemoryId, tenant: Tenant, response: Response) -> Deleted:
         found = service.replica.get(tenant, memory_id)
         if found is None:
@@ -333,7 +338,7 @@ def create_app(service: ReadService) -> FastAPI:
         applied = True
         try:
             await service.gate.wait(tenant, service.gate.positions(tenant, token))
-        except (NotCaughtUp, TooManyWaiters):
+        except (NotCaughtUpError, TooManyWaitersError):
             applied = False
             response.status_code = 202
         return Deleted(memory_id=memory_id, deleted=True, applied=applied, consistency_token=token)

@@ -59,8 +59,8 @@ class Readiness:
     def _clients(self) -> tuple[Any, Any]:
         with self._clients_lock:
             if self._admin is None:
+                from streams.common.admin import admin_client
                 from streams.common.registry import registry_client
-                from streams.ops.admin import admin_client
 
                 settings = self.service.settings
                 self._admin = admin_client(settings)

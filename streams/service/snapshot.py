@@ -37,6 +37,7 @@ import faiss
 import msgpack
 import numpy as np
 
+from streams.common.exceptions import CorruptStateError
 from streams.common.private_files import create_private_file, private_dir, restrict_tree
 from streams.service.memories import TenantMemories
 from streams.service.replica import Replica
@@ -123,8 +124,12 @@ class SnapshotStore:
             side = _read_msgpack(current / f"{entry['file']}.msgpack")
             shard.restore(loaded, side["ids"], side["codes"], side["meta"], side.get("history"))
             if entry["hnsw"]:
-                shard.vectors.ann = faiss.read_index(str(current / f"{entry['file']}.hnsw"))
-                shard.vectors.ann.hnsw.efSearch = policy.hnsw_ef_search
+                ann = faiss.read_index(str(current / f"{entry['file']}.hnsw"))
+                if not isinstance(ann, faiss.IndexHNSWFlat):
+                    raise CorruptStateError(f"snapshot {current}: {entry['file']}.hnsw holds "
+                                            f"a {type(ann).__name__}, not an HNSW graph")
+                ann.hnsw.efSearch = policy.hnsw_ef_search
+                shard.vectors.ann = ann
             replica.tenants[entry["tenant"]] = shard
         for name in manifest["summaries"]:
             for tenant, found in _read_msgpack(current / name).items():
@@ -187,7 +192,7 @@ def write_part(tmp: Path, replica: Replica, prefix: str) -> dict[str, Any]:
             np.save(tmp / f"{file}.npy", arrays.pop("matrix"))
             synced.append(syncer.submit(_fsync_path, tmp / f"{file}.npy"))
             with (tmp / f"{file}.npz").open("wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, allow_pickle=False, **arrays)  # numeric columns only
             synced.append(syncer.submit(_fsync_path, tmp / f"{file}.npz"))
             if shard.vectors.ann is not None:
                 faiss.write_index(shard.vectors.ann, str(tmp / f"{file}.hnsw"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from streams.common.admin import ensure_topics
 from streams.common.registry import register_all
 from streams.common.settings import Settings, load_settings
-from streams.ops.admin import ensure_topics
 from streams.ops.devstack.stack import DevStack
 from tests.integration.harness import free_port
 

@@ -60,7 +60,7 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         tokens = tmp / "tokens"
         # one plain entry, one stored as its digest
-        from streams.service.auth import token_digest
+        from streams.common.tokens import token_digest
         tokens.write_text(f"tok-acme=acme\nsha256:{token_digest('tok-globex')}=globex\n")
         self.tokens_file = tokens
 

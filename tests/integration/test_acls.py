@@ -21,10 +21,10 @@ from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from agents.dedupe import memory_id
+from streams.common.admin import ensure_topics
 from streams.common.registry import register_all
 from streams.common.settings import Settings, load_settings
 from streams.ops.acls import Role, upsert_user
-from streams.ops.admin import ensure_topics
 from streams.ops.devstack.stack import DevStack
 from streams.sdk.client import MemoryClient
 from streams.sdk.events import TelemetryEvent

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from streams.common.admin import ensure_topics
 from streams.common.settings import Settings
-from streams.ops.admin import ensure_topics
 from streams.ops.devstack.stack import DevStack
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,12 +23,12 @@ import httpx
 import pytest
 from confluent_kafka import KafkaException, Producer
 
+from streams.common.admin import ensure_topics
 from streams.common.codec import AvroCodec
 from streams.common.partitioning import partition_for_tenant
 from streams.common.registry import register_all, registry_client
 from streams.common.schemas import load_schema_versions
 from streams.common.settings import Settings
-from streams.ops.admin import ensure_topics
 from streams.ops.devstack.stack import DevStack
 from streams.sdk.events import TelemetryEvent, as_record
 from tests.integration.harness import (

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from agents.dedupe import memory_id
+from streams.common.admin import ensure_topics
 from streams.common.reader import read_topic
 from streams.common.registry import register_all
 from streams.common.settings import Settings
-from streams.ops.admin import ensure_topics
 from streams.ops.replay import live_members
-from streams.sdk.client import MemoryClient, NotFound
+from streams.sdk.client import MemoryClient, NotFoundError
 from streams.sdk.events import TelemetryEvent
 from streams.sdk.producer import DeliveryResult, MemstreamProducer
 from tests.integration.harness import (
@@ -75,7 +75,7 @@ def served(service: Service) -> str:
         for hit in hits:
             try:
                 got.append(acme.get(hit["memory_id"]))
-            except NotFound:
+            except NotFoundError:
                 pass
     return repr(hits) + repr(pack) + repr(got)
 
@@ -196,8 +196,8 @@ def test_a_delete_reaches_every_view_and_survives_rebuild_and_replay(
         fresh.stop()
 
 
-def test_migrate_deletions_turns_old_tombstones_into_commands(provisioned: Settings,
-                                                             tmp_path: Path) -> None:
+def test_migrate_deletions_turns_old_deleted_memories_into_commands(provisioned: Settings,
+                                                                   tmp_path: Path) -> None:
     """Deletes made before commands.v1 existed wrote memories.v1 directly; a replay only
     re-applies commands, so `memstream migrate-deletions` writes one for each, once."""
     from confluent_kafka import Producer

@@ -20,9 +20,9 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
+from streams.common.admin import ensure_topics
 from streams.common.registry import register_all
 from streams.common.settings import Settings, load_settings
-from streams.ops.admin import ensure_topics
 from tests.integration.harness import REPO, start_worker, stop_worker, wait_ready, worker_settings
 from tests.integration.service_harness import Service, free_port, service_env
 

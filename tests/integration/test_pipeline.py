@@ -116,8 +116,8 @@ def check_exactly_once(settings: Settings, work: Workload) -> dict[str, tuple[ob
 
 
 def test_pipeline_dedupes_scores_and_dead_letters(stack_settings: Settings, tmp_path: Path) -> None:
+    from streams.common.admin import ensure_topics
     from streams.common.registry import register_all
-    from streams.ops.admin import ensure_topics
     from streams.sdk.events import Feedback, TelemetryEvent
     from streams.sdk.producer import MemstreamProducer
 
@@ -222,8 +222,8 @@ def test_pipeline_dedupes_scores_and_dead_letters(stack_settings: Settings, tmp_
 def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path: Path) -> None:
     """Kafka Streams' EOS system test, in small: kill -9 the worker at random points while it
     works, restart it, and compare with a crash-free reference run of the same input."""
+    from streams.common.admin import ensure_topics
     from streams.common.registry import register_all
-    from streams.ops.admin import ensure_topics
 
     n_events, kills = (20_000, 10) if FULL else (1_500, 6)
     work = generate(n_events, tenants=3, seed=11)
@@ -296,8 +296,8 @@ def test_kill9_many_times_gives_exactly_once(stack_settings: Settings, tmp_path:
 def test_crash_between_embedding_and_commit_leaves_no_memory_visible(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
+    from streams.common.admin import ensure_topics
     from streams.common.registry import register_all
-    from streams.ops.admin import ensure_topics
 
     settings = worker_settings(stack_settings, tmp_path, batch_max_records=500)
     ensure_topics(settings)

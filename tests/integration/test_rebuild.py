@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
+from streams.common.admin import ensure_topics
 from streams.common.codec import AvroCodec
 from streams.common.partitioning import partition_for_tenant
 from streams.common.registry import latest_schema, register_all, registry_client, subject_for
 from streams.common.settings import Settings
 from streams.common.topics import topic_spec
 from streams.models.embedder import vector_to_bytes
-from streams.ops.admin import ensure_topics
 from streams.service.feed import feed_topics
 from streams.service.rebuild import RebuildError, rebuild_index
 from streams.service.replica import Replica

@@ -69,7 +69,7 @@ def _committed(settings: Settings, topic: str) -> int:
 def test_a_record_an_agent_fails_on_is_dead_lettered_and_the_rest_flow(
     provisioned: Settings, tmp_path: Path
 ) -> None:
-    from streams.ops.admin import ensure_changelog_topics
+    from streams.common.admin import ensure_changelog_topics
 
     settings = provisioned.model_copy(update={
         "app_id": f"pytest-{uuid.uuid4().hex[:8]}", "data_dir": tmp_path, "metrics_port": 0,
@@ -111,7 +111,7 @@ def _run_until_committed(settings: Settings, events: list[TelemetryEvent],
                          agent: Fragile) -> BaseException | None:
     """Run the runtime in a thread until every event's offset is committed; return what
     made ``run`` raise, if it did."""
-    from streams.ops.admin import ensure_changelog_topics
+    from streams.common.admin import ensure_changelog_topics
 
     with MemstreamProducer(settings) as producer:
         for event in events:

@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from agents.dedupe import memory_id
+from streams.common.admin import ensure_topics
 from streams.common.reader import read_topic
 from streams.common.registry import register_all
 from streams.common.settings import Settings, load_settings
-from streams.ops.admin import ensure_topics
-from streams.sdk.client import MemoryClient, NotCaughtUpError, NotFound
+from streams.sdk.client import MemoryClient, NotCaughtUpError, NotFoundError
 from streams.sdk.events import TelemetryEvent
 from streams.sdk.producer import MemstreamProducer
 from tests.integration.harness import start_worker, stop_worker, wait_ready, worker_settings
@@ -96,9 +96,9 @@ def test_tokens_and_tenant_isolation(live: tuple[Settings, Service]) -> None:
         assert id_g not in {h["memory_id"] for h in hits_a}
         assert id_a not in {h["memory_id"] for h in hits_g}
         assert acme.get(id_a)["memory_id"] == id_a
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             acme.get(id_g)
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             acme.delete(id_g)
         ctx = globex.context("fin", text, token_budget=64)
         assert ctx["pieces"] and all(p["id"] != id_a for p in ctx["pieces"])
@@ -124,7 +124,7 @@ def test_delete_goes_through_the_log_and_disappears_from_recall(
         assert deleted["applied"] and deleted["consistency_token"].startswith(
             settings.topic("commands.v1"))
         assert mid not in {h["memory_id"] for h in acme.recall(text, k=10)}
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             acme.get(mid)
     (command,) = [r for r in read_topic(settings, "commands.v1") if r.key == f"acme:{mid}"]
     assert command.value["action"] == "DELETE" and command.value["memory_id"] == mid

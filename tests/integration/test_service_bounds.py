@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from streams.common.admin import ensure_topics
 from streams.common.partitioning import partition_for_tenant
 from streams.common.registry import register_all
 from streams.common.settings import Settings, load_settings
-from streams.ops.admin import ensure_topics
 from tests.integration.harness import worker_settings
 from tests.integration.service_harness import Service
 

@@ -15,10 +15,10 @@ import httpx
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.common.admin import ensure_topics
 from streams.common.codec import AvroCodec
 from streams.common.registry import register_all, registry_client
 from streams.common.settings import Settings
-from streams.ops.admin import ensure_topics
 from streams.ops.replay import live_members
 from streams.sdk.events import TelemetryEvent
 from streams.sdk.producer import MemstreamProducer

@@ -14,9 +14,9 @@ from typing import Any
 from confluent_kafka import Producer
 
 from agents.summarizing import summary_id
+from streams.common.admin import ensure_topics
 from streams.common.registry import register_all
 from streams.common.settings import Settings
-from streams.ops.admin import ensure_topics
 from streams.sdk.events import Feedback, TelemetryEvent
 from streams.sdk.producer import MemstreamProducer
 from tests.integration.harness import (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
+from streams.common.admin import admin_client, ensure_topics
 from streams.common.settings import Settings
 from streams.common.topics import TOPICS
-from streams.ops.admin import admin_client, ensure_topics
 
 
 def test_provisioning_creates_declared_topics_then_changes_nothing(

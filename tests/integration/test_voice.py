@@ -19,12 +19,12 @@ from bench.speech import (
     wav_bytes,
     word_error_rate,
 )
+from streams.common.admin import ensure_topics
 from streams.common.exceptions import ValidationError
 from streams.common.reader import read_topic
 from streams.common.registry import register_all
 from streams.common.settings import Settings
 from streams.common.topics import topic_spec, voice_audio_limit
-from streams.ops.admin import ensure_topics
 from streams.sdk.events import VoiceNote
 from streams.sdk.producer import MemstreamProducer
 from tests.integration.harness import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.ops.replay import ReplayRefused, ReplayRequest
+from streams.ops.replay import ReplayRefusedError, ReplayRequest
 
 
 def parse(**kw: object) -> ReplayRequest:
@@ -29,5 +29,5 @@ def test_offsets_and_timestamps_parse() -> None:
     {"from_timestamp": "yesterday"},
 ])
 def test_bad_options_are_refused_with_a_reason(kw: dict[str, object]) -> None:
-    with pytest.raises(ReplayRefused):
+    with pytest.raises(ReplayRefusedError):
         parse(**kw)

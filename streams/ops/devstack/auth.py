@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
 
 MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
@@ -37,7 +36,7 @@ def admin_password(kafka_dir: Path) -> str:
     return password
 
 
-def client_config(password: str, username: str = ADMIN) -> dict[str, Any]:
+def client_config(password: str, username: str = ADMIN) -> dict[str, str]:
     """librdkafka settings of a SASL/SCRAM client."""
     return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": MECHANISM,
             "sasl.username": username, "sasl.password": password}

@@ -2,6 +2,9 @@
 
 Each process memstream starts is recorded in a pid file under the state directory;
 ``down`` stops only those, and a second ``up`` reuses what already answers.
+
+(About 400 lines: both processes share one lifecycle — install check, start, wait until it
+answers, pid files, stop, status — and reading it in one place is how it stays consistent.)
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ class DevStack:
         # state dir formatted that way stays so (status and down need no flag).
         self.auth = auth or (self.kafka_dir / "admin.secret").exists()
 
-    def admin_client_config(self) -> dict[str, object]:
+    def admin_client_config(self) -> dict[str, str]:
         """What a client needs besides the bootstrap address: the admin's SASL settings
         when authentication is on, nothing otherwise."""
         return auth.client_config(auth.admin_password(self.kafka_dir)) if self.auth else {}
@@ -374,7 +377,7 @@ def _require_free_port(port: int, what: str) -> None:
             ) from None
 
 
-def _kafka_answers(bootstrap: str, timeout: float, extra: dict[str, object] | None = None) -> bool:
+def _kafka_answers(bootstrap: str, timeout: float, extra: dict[str, str] | None = None) -> bool:
     host, _, port = bootstrap.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from streams.common.codec import to_millis
 
 FORMATS = ("jsonl", "parquet")
 COLUMNS = (
@@ -56,13 +57,6 @@ class RowFilter:
             "include_unknown": self.include_unknown,
             "include_superseded": self.include_superseded,
         }
-
-
-def to_millis(value: Any) -> int:
-    """A decoded Avro timestamp-millis (datetime) or an int, as epoch milliseconds."""
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    return int(value)
 
 
 def dataset_rows(memories: Iterable[dict[str, Any]], row_filter: RowFilter) -> list[dict[str, Any]]:

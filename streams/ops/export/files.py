@@ -16,7 +16,7 @@ from pathlib import Path
 from streams.common.private_files import FILE_MODE, create_private_file
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> str:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> str:
     """Run ``write`` on a temporary sibling of ``path``, fsync, rename; return its sha256."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from streams.common.codec import AvroCodec
 from streams.common.exceptions import UnavailableError
+from streams.common.messages import coordinates
 from streams.common.registry import latest_schema, registry_client
 from streams.common.settings import Settings
 from streams.common.topics import topic_spec
@@ -101,19 +102,19 @@ def read_memories(
                     "stable offset; retry later"
                 )
             for msg in msgs:
-                p = msg.partition()
-                if p not in pending:
-                    continue
+                if msg.partition() not in pending:
+                    continue  # or an event about no partition: the stall timeout bounds it
+                _, p, offset = coordinates(msg)
                 err = msg.error()
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
                         raise UnavailableError(f"reading {name}[{p}]: {err.str()}")
-                    reached = min(msg.offset(), ends[p])
-                elif msg.offset() >= ends[p]:
+                    reached = min(offset, ends[p])
+                elif offset >= ends[p]:
                     reached = ends[p]
                 else:
                     _apply(memories, msg.key(), msg.value(), codec, reader)
-                    reached = msg.offset() + 1
+                    reached = offset + 1
                 if reached > position[p]:
                     progress.advance(reached - position[p])
                     position[p] = reached

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from agents.dedupe import content_hash, memory_id, normalize_text
+from agents.dedupe import content_hash, memory_id
+from streams.common.content import normalize_text
 from streams.common.exceptions import ValidationError
 
 

@@ -10,7 +10,8 @@ from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, scored
 
 from agents.dedupe import content_hash, memory_id
 from agents.memorize import MemorizeAgent
-from agents.score import SEP
+from streams.common.exceptions import CorruptStateError
+from streams.common.keys import SEP
 from streams.models.embedder import SentenceTransformerEmbedder, vector_from_bytes, vector_to_bytes
 from streams.processing.api import InputRecord
 from streams.processing.deadletter import DeadLetterReason
@@ -345,6 +346,26 @@ def test_rebuild_skips_other_models_and_deleted_memories(
     (memory,) = ctx.sent_to("memories.v1")
     assert memory["memory_id"] == memory_id("acme", PASSWORD_PARAPHRASE)
     assert memory["occurrence_count"] == 1
+
+
+def test_a_content_entry_naming_a_missing_memory_is_corrupt_state(
+    agent: MemorizeAgent, ctx: RecordingBatchContext
+) -> None:
+    lost = "0f8e2a4c-0000-5000-8000-000000000000"
+    ctx.store("content", 0).put(f"acme{SEP}{content_hash(RESTART)}",
+                                {"memory_id": lost, "similarity": 0.0})
+    ctx.commit()
+    with pytest.raises(CorruptStateError, match=f"names memory {lost}, which the memories"):
+        agent.process([scored(RESTART, event_id="e-1")], ctx)
+
+
+def test_an_index_entry_the_store_lacks_is_corrupt_state(
+    agent: MemorizeAgent, ctx: RecordingBatchContext, embedder: SentenceTransformerEmbedder
+) -> None:
+    (vector,) = embedder.embed([PASSWORD])
+    agent.indexes.add("acme", "ghost", vector, MODEL)
+    with pytest.raises(CorruptStateError, match="index of tenant acme holds memory ghost"):
+        agent.process([scored(PASSWORD_PARAPHRASE, event_id="e-1")], ctx)
 
 
 def test_empty_and_oversize_text_are_dead_lettered(

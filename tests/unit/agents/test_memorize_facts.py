@@ -12,7 +12,7 @@ from batch_ctx import BatchCtxFactory, RecordingBatchContext, avro_bytes, decode
 
 from agents.dedupe import content_hash, memory_id, restatement_id
 from agents.memorize import MemorizeAgent
-from agents.score import SEP
+from streams.common.keys import SEP
 
 FRIDAY = "The auth service deploys on Friday."
 TUESDAY = "The auth service deploys on Tuesday."

@@ -10,7 +10,8 @@ from batch_ctx import BatchCtxFactory, RecordingBatchContext, decoded, feedback,
 
 from agents.dedupe import content_hash
 from agents.memorize import MemorizeAgent
-from agents.score import SEP, ScoreAgent
+from agents.score import ScoreAgent
+from streams.common.keys import SEP
 from streams.processing.deadletter import DeadLetterReason
 
 TEXT = "Restart the ingest worker after changing the topic prefix."  # 10 tokens

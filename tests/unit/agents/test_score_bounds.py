@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, feedback, telemetry
 
-from agents.score import CLOCK_KEY, SEP, ScoreAgent
+from agents.score import CLOCK_KEY, ScoreAgent
+from streams.common.keys import SEP
 from streams.processing.api import InputRecord
 from streams.processing.deadletter import DeadLetterReason
 

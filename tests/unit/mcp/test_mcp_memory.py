@@ -14,7 +14,7 @@ from streams.common.exceptions import UnavailableError
 from streams.common.settings import load_settings
 from streams.mcp.exceptions import TenantMismatchError, ToolInputError
 from streams.mcp.memory import AssistantMemory, Caller
-from streams.sdk.client import NotCaughtUpError, NotFound, ServiceError, pack_text
+from streams.sdk.client import NotCaughtUpError, NotFoundError, ServiceError, pack_text
 from streams.sdk.producer import DeliveryResult
 
 REPO = Path(__file__).resolve().parents[3]
@@ -58,7 +58,7 @@ class FakeClient:
 
     def delete(self, memory_id: str) -> dict[str, Any]:
         if memory_id != "m1":
-            raise NotFound(404, "no memory")
+            raise NotFoundError(404, "no memory")
         return {"applied": False, "consistency_token": "memories.v1:1:7"}
 
     def close(self) -> None:

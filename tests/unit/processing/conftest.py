@@ -62,7 +62,7 @@ def runtime_factory(tmp_path: Path) -> Callable[..., RuntimeRig]:
         restored: list[list[tuple[str, int]]] = []
 
         def restore(stores: list[PartitionStore], _config: dict[str, Any],
-                    _timeout_s: float) -> dict[PartitionStore, int]:
+                    _timeout_s: float, **_options: Any) -> dict[PartitionStore, int]:
             restored.append([(s.name, s.partition) for s in stores])
             return dict.fromkeys(stores, 0)
 

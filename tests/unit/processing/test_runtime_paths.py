@@ -116,9 +116,10 @@ def test_a_later_assignment_reuses_the_open_stores(runtime_factory: RuntimeFacto
     opened: list[PartitionStore] = []
     original = rig.runtime.ownership._restore
 
-    def restore(stores: list[PartitionStore], *args: Any) -> dict[PartitionStore, int]:
+    def restore(stores: list[PartitionStore], *args: Any, **options: Any
+                ) -> dict[PartitionStore, int]:
         opened.extend(stores)
-        return original(stores, *args)
+        return original(stores, *args, **options)
 
     rig.runtime.ownership._restore = restore
     rig.run()

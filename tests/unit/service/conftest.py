@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from streams.common.partitioning import partition_for_tenant
 from streams.common.settings import load_settings
+from streams.common.tokens import TokenTable
 from streams.models.embedder import vector_to_bytes
-from streams.service.auth import TokenTable
 from streams.service.consistency import ConsistencyGate
 from streams.service.core import ReadService, ServiceMetrics
 from streams.service.http import create_app

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.service.auth import TokenConfigError, TokenTable, token_digest
-from streams.service.consistency import BadToken, Position, parse_token
+from streams.common.tokens import TokenConfigError, TokenTable, token_digest
+from streams.service.consistency import InvalidConsistencyTokenError, Position, parse_token
 from streams.service.context import Piece, pack
 
 
@@ -43,5 +43,5 @@ def test_consistency_tokens_parse_with_a_prefix() -> None:
     # what DELETE answers: the command's position, which memorize applies
     assert parse_token("p.commands.v1:1:3", "p.") == [Position("commands.v1", 1, 3)]
     for bad in ("telemetry.v1:x:1", "nope.v1:0:1", "deadletter.v1:0:1", "junk"):
-        with pytest.raises(BadToken):
+        with pytest.raises(InvalidConsistencyTokenError):
             parse_token(bad)

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from streams.common.exceptions import ValidationError
+from streams.common.tokens import TokenConfigError, TokenTable, token_line
 from streams.common.validation import check_tenant as validate_tenant
 from streams.common.validation import tenant_problem
-from streams.service.auth import TokenConfigError, TokenTable, token_line
 from tests.deployment import REPO
 
 TOKEN = "tok-0123456789abcdef"

@@ -1,4 +1,5 @@
-"""Bearer tokens, each mapped to one tenant, kept only as sha256 digests.
+"""Bearer tokens, each mapped to one tenant, kept only as sha256 digests (the read service
+and the MCP server check the same list).
 
 ``MEMSTREAM_API_TOKENS`` (or the file ``MEMSTREAM_API_TOKENS_FILE`` names) holds
 ``token=tenant`` entries separated by commas or newlines; a line starting with ``#`` is a

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, TopicMetadata
 
 from streams.common.exceptions import UnavailableError
 from streams.common.settings import Settings
@@ -45,7 +45,7 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({**settings.kafka_client_config(), "log_level": 3})
 
 
-def _existing_topics(admin: AdminClient, settings: Settings) -> dict[str, object]:
+def _existing_topics(admin: AdminClient, settings: Settings) -> dict[str, TopicMetadata]:
     timeout = settings.request_timeout_s
     try:
         return dict(admin.list_topics(timeout=timeout).topics)
