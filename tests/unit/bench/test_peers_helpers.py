@@ -6,7 +6,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from bench.peers import _caught_up, start_phases, tenant_spread
+from bench.peer_systems import _caught_up, start_phases
+from bench.peers import tenant_spread
 from streams.common.partitioning import partition_for_tenant
 from streams.sdk.events import TelemetryEvent
 
