@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -175,6 +176,7 @@ class InputWriter:
             "enable.idempotence": True, "acks": "all", "compression.type": settings.compression,
             "linger.ms": 5, "log_level": 3})
         self._producer.init_transactions(30)
+        self.counts: Counter[str] = Counter()  # events put, per topic
 
     def put(self, topic: str, records: Encoded) -> float:
         """Produce and commit; return when it committed (perf_counter)."""
@@ -187,6 +189,7 @@ class InputWriter:
                 except BufferError:
                     self._producer.poll(0.05)
         self._producer.commit_transaction(60)
+        self.counts[topic] += len(records)
         return time.perf_counter()
 
     def close(self) -> None:

@@ -52,7 +52,7 @@ from bench.peer_systems import (
     wait_done,
     wait_members,
 )
-from bench.pipeline import Spread, aiokafka_copy, generate_workload, machine
+from bench.pipeline import Spread, aiokafka_copy, generate_workload, machine, memory_coverage
 from streams.common.admin import ensure_topics
 from streams.common.partitioning import partition_for_tenant
 from streams.common.registry import register_all
@@ -226,6 +226,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "one_worker_per_s": one.text(), "one_worker_cpu_us": one_cpu.text(),
             "pair_ratios": Spread(pair_ratios).text(".2f"),
             "aiokafka_copy_per_s": aio.text()}
+        # Same work, checked: each system's memories account for every event it was given.
+        result["coverage"] = {
+            s.name: {**memory_coverage(s.settings),
+                     "events_put": writer.counts[s.settings.topic("telemetry.v1")]}
+            for s in systems}
         result["ratios"] = {
             "vs_quix": (rates["memstream"].median / rates["quix"].median
                         if "quix" in rates else None),
@@ -289,6 +294,11 @@ def print_table(r: dict[str, Any]) -> None:
     ]
     for name, value, ratio, target in rows:
         print(f"| {name} | {value} | {ratio} | {target} |")
+    print()
+    for name, c in r["coverage"].items():
+        verdict = "all" if c["events_covered"] == c["events_put"] else "MISMATCH:"
+        print(f"{name}: memories.v1 holds {c['memories']:,} memories covering {verdict} "
+              f"{c['events_covered']:,} of the {c['events_put']:,} events put in")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
