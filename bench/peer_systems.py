@@ -17,7 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -283,18 +283,41 @@ START_PHASES = (("imports + model loaded", "loaded embedding model"),
                 ("group join + stores + index rebuild", "memory indexes rebuilt"))
 
 
-def start_phases(log: Path, since: float) -> dict[str, float]:
-    """Seconds from ``since`` (epoch) to each start-up point the worker logged after it."""
-    found: dict[str, float] = {}
+def _log_entries(log: Path, since: float) -> Iterator[tuple[float, str]]:
+    """(epoch seconds, message) of a worker's JSON log lines written at or after ``since``."""
+    if not log.exists():
+        return
     for line in log.read_text(errors="replace").splitlines():
         try:
             entry = json.loads(line)
             at = datetime.fromisoformat(entry["ts"]).timestamp()
         except (ValueError, KeyError, TypeError):
             continue
-        if at < since:
-            continue
+        if at >= since:
+            yield at, str(entry.get("msg", ""))
+
+
+def start_phases(log: Path, since: float) -> dict[str, float]:
+    """Seconds from ``since`` (epoch) to each start-up point the worker logged after it."""
+    found: dict[str, float] = {}
+    for at, msg in _log_entries(log, since):
         for phase, marker in START_PHASES:
-            if phase not in found and str(entry.get("msg", "")).startswith(marker):
+            if phase not in found and msg.startswith(marker):
                 found[phase] = at - since
     return found
+
+
+def wait_rebuilt(system: System, since: float, timeout_s: float) -> None:
+    """Until every running memstream worker has logged its memory index rebuilt after
+    ``since`` (epoch): the stores of the partitions it now holds are restored and open, so a
+    timed pass does not include a rebalance's restore."""
+    deadline = time.perf_counter() + timeout_s
+    marker = START_PHASES[-1][1]
+    while time.perf_counter() < deadline:
+        system.check()
+        if all(any(msg.startswith(marker) for _at, msg in
+                   _log_entries(system.logs / f"{system.name}-{i}.log", since))
+               for i in range(len(system.procs))):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{system.name}: a worker never rebuilt after the rebalance")

@@ -51,6 +51,7 @@ from bench.peer_systems import (
     timed_pass,
     wait_done,
     wait_members,
+    wait_rebuilt,
 )
 from bench.pipeline import Spread, aiokafka_copy, generate_workload, machine, memory_coverage
 from streams.common.admin import ensure_topics
@@ -201,12 +202,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(0 if args.skip_two else args.repeats):
             single = timed_pass(ms, writer, encode_events(mine, duplicates(work.events)),
                                 args.timeout)
+            change = time.time()
             ms.spawn(1)
             wait_members(ms, 2, args.timeout)
+            wait_rebuilt(ms, change, args.timeout)
             double = timed_pass(ms, writer, encode_events(mine, duplicates(work.events)),
                                 args.timeout)
+            change = time.time()
             ms.stop(1)
             wait_members(ms, 1, args.timeout)
+            wait_rebuilt(ms, change, args.timeout)
             one.values.append(single.per_s)
             one_cpu.values.append(single.cpu_us)
             two.values.append(double.per_s)
