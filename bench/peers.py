@@ -9,8 +9,9 @@ under new event ids — exact duplicates, so nothing is embedded — into each s
 telemetry in ONE input transaction (read_committed: the worker sees them all at once) and
 times commit of that input → the group has committed every input and every scored record
 (the memories.v1 output commits with the latter). CPU per event is the worker process's
-utime+stime over that window. Then: two memstream workers in one group against one, and
-worker start → first committed batch. Prints a table and, last, one JSON line.
+utime+stime over that window. Then: worker start → first committed batch (models cached),
+and two memstream workers in one group against one, pass by pass. Last, each system's
+memories.v1 must account for every event it was given. Prints a table and one JSON line.
 
     MEMSTREAM_EXTRAS="dev compare" make install
     MEMSTREAM_VENV=.venv-quix MEMSTREAM_EXTRAS=quix make install
