@@ -6,8 +6,9 @@ old one, which leaves the near-duplicate index and records ``superseded_by``/``s
 
 Stores: ``content`` (tenant + normalized-content hash → memory id and the similarity seen
 when that content arrived) and ``memories`` (tenant + memory id → the memory record, its
-embedding included). The FAISS index per tenant is derived from ``memories`` whenever the
-owned partitions change, so it never holds an uncommitted memory and is never re-embedded.
+embedding included). The exact index per tenant (``streams.models.index``) is derived from
+``memories`` whenever the owned partitions change, so it never holds an uncommitted memory
+and is never re-embedded.
 """
 
 from __future__ import annotations

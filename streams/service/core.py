@@ -15,13 +15,13 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from streams.common.observability import StateDirCollector
 from streams.common.settings import Settings
 from streams.models.exceptions import ModelError
+from streams.models.index import IndexPolicy
 from streams.service.auth import TokenTable
 from streams.service.commands import CommandWriter
 from streams.service.consistency import ConsistencyGate
 from streams.service.feed import ReplicaFeed, feed_topics
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
-from streams.service.vectors import IndexPolicy
 
 logger = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ import msgpack
 import numpy as np
 
 from streams.common.private_files import create_private_file, private_dir, restrict_tree
+from streams.models.index import IndexPolicy
 from streams.service.memories import TenantMemories
 from streams.service.replica import Replica
-from streams.service.vectors import IndexPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,13 @@ class SnapshotStore:
             side = _read_msgpack(current / f"{entry['file']}.msgpack")
             shard.restore(loaded, side["ids"], side["codes"], side["meta"], side.get("history"))
             if entry["hnsw"]:
-                shard.vectors.ann = faiss.read_index(str(current / f"{entry['file']}.hnsw"))
-                shard.vectors.ann.hnsw.efSearch = policy.hnsw_ef_search
+                path = current / f"{entry['file']}.hnsw"
+                graph = faiss.downcast_index(faiss.read_index(str(path)))
+                if not isinstance(graph, faiss.IndexHNSWFlat):
+                    raise ValueError(f"{entry['file']}.hnsw holds a {type(graph).__name__}, "
+                                     "not an IndexHNSWFlat")
+                graph.hnsw.efSearch = policy.hnsw_ef_search
+                shard.vectors.ann = graph
             replica.tenants[entry["tenant"]] = shard
         for name in manifest["summaries"]:
             for tenant, found in _read_msgpack(current / name).items():
@@ -187,7 +192,7 @@ def write_part(tmp: Path, replica: Replica, prefix: str) -> dict[str, Any]:
             np.save(tmp / f"{file}.npy", arrays.pop("matrix"))
             synced.append(syncer.submit(_fsync_path, tmp / f"{file}.npy"))
             with (tmp / f"{file}.npz").open("wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, allow_pickle=False, **arrays)
             synced.append(syncer.submit(_fsync_path, tmp / f"{file}.npz"))
             if shard.vectors.ann is not None:
                 faiss.write_index(shard.vectors.ann, str(tmp / f"{file}.hnsw"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streams.models.index import IndexPolicy
 from streams.service.snapshot import SnapshotStore, manifest, write_part
-from streams.service.vectors import IndexPolicy
 from tests.unit.service.conftest import DIM, MODEL
 from tests.unit.test_private_files import mode, open_umask, others_can_read  # noqa: F401
 
