@@ -124,7 +124,9 @@ class SnapshotStore:
             shard.restore(loaded, side["ids"], side["codes"], side["meta"], side.get("history"))
             if entry["hnsw"]:
                 path = current / f"{entry['file']}.hnsw"
-                graph = faiss.downcast_index(faiss.read_index(str(path)))
+                # read_index returns the concrete class (and owns it; a downcast_index
+                # proxy would not, and the graph would be freed under it).
+                graph = faiss.read_index(str(path))
                 if not isinstance(graph, faiss.IndexHNSWFlat):
                     raise ValueError(f"{entry['file']}.hnsw holds a {type(graph).__name__}, "
                                      "not an IndexHNSWFlat")
