@@ -28,7 +28,7 @@ from streams.common.topics import memory_key
 from streams.common.validation import check_event
 from streams.models.embedder import Embedder, vector_from_bytes, vector_to_bytes
 from streams.models.exceptions import ModelMismatchError
-from streams.models.index import TenantIndexes
+from streams.models.memory_index import TenantIndexes
 from streams.processing.deadletter import reason_for
 from streams.processing.runtime import BatchContext, InputRecord, StoreAccess, fault_point
 

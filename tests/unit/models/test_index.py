@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from streams.models.exceptions import ModelMismatchError
-from streams.models.index import IndexPolicy, MemoryIndex, TenantIndexes, TenantVectors
+from streams.models.index import IndexPolicy, TenantVectors
+from streams.models.memory_index import MemoryIndex, TenantIndexes
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 8
@@ -150,3 +151,17 @@ def test_memorize_index_stays_exact_past_the_read_service_graph_size() -> None:
     query = unit(77)
     expected = brute_force(matrix, np.ones(n, dtype=bool), query, 3)
     assert [m for m, _ in index.nearest(query, k=3)] == [f"m{r}" for r in expected]
+
+
+def test_replacing_and_removing_memories_does_not_grow_the_index_for_ever() -> None:
+    index = MemoryIndex(MODEL, DIM)
+    for round_ in range(6):
+        index.add_many([f"m{i}" for i in range(500)],
+                       np.stack([unit(round_ * 1000 + i) for i in range(500)]), MODEL)
+    for i in range(0, 500, 2):
+        index.remove(f"m{i}")
+    assert len(index) == 250
+    assert index.vectors.rows <= 250 + 1024 + 500  # compacted, not 3,000 rows
+    for i in (1, 251, 499):
+        assert index.nearest(unit(5000 + i), k=1) == [(f"m{i}", pytest.approx(1.0, abs=1e-5))]
+    assert all(m != "m2" for m, _ in index.nearest(unit(5002), k=250))
