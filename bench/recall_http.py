@@ -85,8 +85,9 @@ def snapshot_dir(root: Path, n: int, policy: IndexPolicy) -> Path:
 class Service:
     """``memstream serve`` in a subprocess, on a snapshot directory."""
 
-    def __init__(self, data_dir: Path, port: int, token: str, log: Path) -> None:
-        env = {**os.environ, "MEMSTREAM_TOPIC_PREFIX": PREFIX,
+    def __init__(self, data_dir: Path, port: int, token: str, log: Path,
+                 extra_env: dict[str, str]) -> None:
+        env = {**os.environ, **extra_env, "MEMSTREAM_TOPIC_PREFIX": PREFIX,
                "MEMSTREAM_SERVE_DATA_DIR": str(data_dir), "MEMSTREAM_SERVE_PORT": str(port),
                "MEMSTREAM_API_TOKENS": f"{token}={TENANT}", "PYTHONPATH": os.getcwd()}
         self.url = f"http://127.0.0.1:{port}"
@@ -156,7 +157,8 @@ def bench_size(n: int, args: argparse.Namespace, policy: IndexPolicy) -> dict[st
     data_dir = snapshot_dir(Path(args.snapshots), n, policy)
     token = secrets.token_urlsafe(16)
     log = Path(args.tmp) / f"serve-{n}.log"
-    service = Service(data_dir, args.port, token, log)
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    service = Service(data_dir, args.port, token, log, extra_env)
     try:
         ready_s = service.wait_ready(args.ready_timeout)
         texts = query_texts(args.requests * (args.repeats + 1))
@@ -200,6 +202,8 @@ def main() -> None:
                         help="where built indexes are kept between runs")
     parser.add_argument("--ready-timeout", type=float, default=180)
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="service logs")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the service, e.g. MEMSTREAM_EMBEDDING_THREADS=1")
     args = parser.parse_args()
     from streams.common.settings import load_settings
     from streams.ops.admin import ensure_topics
