@@ -13,6 +13,7 @@ from streams.models.index import EXACT, IndexPolicy, TenantVectors
 # dead than live).
 _COMPACT_MIN = 1024
 
+
 class MemoryIndex:
     """One tenant's memory vectors of one model, by memory id (memorize's near-duplicate index).
 
