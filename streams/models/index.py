@@ -180,6 +180,10 @@ class TenantVectors:
         self, q: np.ndarray, k: int, mask: np.ndarray, *, full: bool
     ) -> list[tuple[int, float]]:
         assert self.ann is not None
+        # faiss parallelizes over queries: for one query, OpenMP's other threads only wake and
+        # spin, next to the embedding's threads. Per calling thread (the feed's graph builds,
+        # in their own thread, keep every core).
+        faiss.omp_set_num_threads(1)
         params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in the stubs
         params.efSearch = max(self.policy.hnsw_ef_search, k)
         if not full:
