@@ -6,8 +6,9 @@ old one, which leaves the near-duplicate index and records ``superseded_by``/``s
 
 Stores: ``content`` (tenant + normalized-content hash → memory id and the similarity seen
 when that content arrived) and ``memories`` (tenant + memory id → the memory record, its
-embedding included). The FAISS index per tenant is derived from ``memories`` whenever the
-owned partitions change, so it never holds an uncommitted memory and is never re-embedded.
+embedding included). The exact index per tenant (``streams.models.index``) is derived from
+``memories`` whenever the owned partitions change, so it never holds an uncommitted memory
+and is never re-embedded.
 
 (About 350 lines: one agent's decisions — exact, near, fact change, delete — over two
 stores; what a memory record becomes in each case is ``agents.memory_records``.)
@@ -38,7 +39,7 @@ from streams.common.observability import WorkerMetrics
 from streams.common.topics import memory_key
 from streams.common.validation import check_event
 from streams.models.embedder import Embedder, vector_from_bytes
-from streams.models.index import TenantIndexes
+from streams.models.memory_index import TenantIndexes
 from streams.processing.api import (
     Agent,
     BatchContext,

@@ -32,9 +32,9 @@ import numpy as np
 from streams.common.topics import TOPICS as TOPIC_SPECS
 from streams.models.embedder import vector_to_bytes
 from streams.models.embedding_backends import DEFAULT_BACKEND, embedding_model_id, load_embedder
+from streams.models.index import IndexPolicy
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
-from streams.service.vectors import IndexPolicy
 
 # The model id the read service uses by default (its backend named in it).
 MODEL = embedding_model_id("all-MiniLM-L6-v2", DEFAULT_BACKEND)

@@ -16,12 +16,13 @@ from streams.common.observability import StateDirCollector
 from streams.common.settings import Settings
 from streams.common.tokens import TokenTable
 from streams.models.exceptions import ModelError
+from streams.models.index import IndexPolicy
+from streams.models.onnx_embedder import OnnxEmbedder
 from streams.service.commands import CommandWriter
 from streams.service.consistency import ConsistencyGate
 from streams.service.feed import ReplicaFeed, feed_topics
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
-from streams.service.vectors import IndexPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class ReadService:
         replica = load_replica(settings, embedder.model_id, embedder.dimension)
         snapshots = None if missing else SnapshotStore(settings.serve_snapshot_dir)
         feed = ReplicaFeed(settings, replica, snapshots)
-        return cls(settings, replica, feed, ConsistencyGate(settings, feed), _Locked(embedder),
+        return cls(settings, replica, feed, ConsistencyGate(settings, feed), shared(embedder),
                    tokens, ServiceMetrics(settings.serve_snapshot_dir),
                    CommandWriter(settings), missing)
 
@@ -168,8 +169,17 @@ class ReadService:
             self.metrics.skipped.labels(reason).set(count)
 
 
+def shared(embedder: QueryEmbedder | MissingModel) -> QueryEmbedder:
+    """The model as concurrent requests use it. The ONNX embedder is safe from threads at once
+    (its tokenizer is only read; ``test_embedding_and_counting_from_threads_at_once``), and
+    its sessions release the GIL: 8 clients recalled ~1.5-1.8 x as many queries a second
+    without a lock (bench/RESULTS.md). Others take turns (``_Locked``)."""
+    return embedder if isinstance(embedder, OnnxEmbedder) else _Locked(embedder)
+
+
 class _Locked:
-    """One embedding or token count at a time: HF fast tokenizers are not thread-safe."""
+    """One embedding or token count at a time: transformers' fast tokenizers (the torch
+    backend) set their truncation and padding on every call, and are not thread-safe."""
 
     def __init__(self, inner: QueryEmbedder) -> None:
         self.inner = inner

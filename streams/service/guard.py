@@ -133,6 +133,9 @@ class RequestGuard:
                 "(MEMSTREAM_SERVE_MAX_BODY_BYTES)")
 
     def _route(self, scope: Scope) -> str:
+        route = scope.get("route")  # set by the router when it matched one
+        if route is not None:
+            return str(getattr(route, "path", "unmatched"))
         for candidate in self.routes:
             match, _ = candidate.matches(scope)
             if match != Match.NONE:

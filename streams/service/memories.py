@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.service.vectors import IndexPolicy, TenantVectors
+from streams.models.index import IndexPolicy, TenantVectors
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.models.index import IndexPolicy
 from streams.service.memories import RecallFilters, TenantMemories
-from streams.service.vectors import IndexPolicy
 
 logger = logging.getLogger(__name__)
 

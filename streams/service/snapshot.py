@@ -39,9 +39,9 @@ import numpy as np
 
 from streams.common.exceptions import CorruptStateError
 from streams.common.private_files import create_private_file, private_dir, restrict_tree
+from streams.models.index import IndexPolicy
 from streams.service.memories import TenantMemories
 from streams.service.replica import Replica
-from streams.service.vectors import IndexPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +124,15 @@ class SnapshotStore:
             side = _read_msgpack(current / f"{entry['file']}.msgpack")
             shard.restore(loaded, side["ids"], side["codes"], side["meta"], side.get("history"))
             if entry["hnsw"]:
-                ann = faiss.read_index(str(current / f"{entry['file']}.hnsw"))
-                if not isinstance(ann, faiss.IndexHNSWFlat):
+                path = current / f"{entry['file']}.hnsw"
+                # read_index returns the concrete class (and owns it; a downcast_index
+                # proxy would not, and the graph would be freed under it).
+                graph = faiss.read_index(str(path))
+                if not isinstance(graph, faiss.IndexHNSWFlat):
                     raise CorruptStateError(f"snapshot {current}: {entry['file']}.hnsw holds "
-                                            f"a {type(ann).__name__}, not an HNSW graph")
-                ann.hnsw.efSearch = policy.hnsw_ef_search
-                shard.vectors.ann = ann
+                                            f"a {type(graph).__name__}, not an HNSW graph")
+                graph.hnsw.efSearch = policy.hnsw_ef_search
+                shard.vectors.ann = graph
             replica.tenants[entry["tenant"]] = shard
         for name in manifest["summaries"]:
             for tenant, found in _read_msgpack(current / name).items():

@@ -20,11 +20,11 @@ from streams.common.registry import latest_schema, register_all, registry_client
 from streams.common.settings import Settings
 from streams.common.topics import topic_spec
 from streams.models.embedder import vector_to_bytes
+from streams.models.index import IndexPolicy
 from streams.service.feed import feed_topics
 from streams.service.rebuild import RebuildError, rebuild_index
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
-from streams.service.vectors import IndexPolicy
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2@onnx-fp32"  # the default backend's model id
 DIM = 384

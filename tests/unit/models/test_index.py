@@ -1,4 +1,4 @@
-"""Exact cosine memory indexes: nearest, replace, remove, one model per index, tenant isolation."""
+"""Memory indexes: nearest, replace, remove, one model per index, tenant isolation, exactness."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from streams.models.exceptions import ModelMismatchError
-from streams.models.index import MemoryIndex, TenantIndexes
+from streams.models.index import IndexPolicy, TenantVectors
+from streams.models.memory_index import MemoryIndex, TenantIndexes
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 8
@@ -114,32 +115,53 @@ def test_refused_vector_creates_no_tenant_index() -> None:
     assert indexes.get("alice") is None
 
 
-def test_one_vector_search_runs_on_the_searching_thread_alone() -> None:
-    """A single-query search sets its own thread to one OpenMP thread (a team costs more than
-    the scan); another thread's setting and the results stay as they were."""
-    import threading
+def brute_force(matrix: np.ndarray, live: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    """The ``k`` best live rows by cosine, ties by row."""
+    scores = (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)) @ query
+    order = sorted(np.flatnonzero(live), key=lambda r: (-scores[r], r))
+    return [int(r) for r in order[:k]]
 
-    import faiss
 
-    index = MemoryIndex("m", 4)
-    index.add_many(["a", "b", "c"], np.eye(3, 4, dtype=np.float32), "m")
-    seen: dict[str, object] = {}
+@pytest.mark.parametrize("dead_every", [0, 3, 2, 1])
+def test_exact_search_matches_brute_force_with_deleted_rows(dead_every: int) -> None:
+    # 0: no deletions (one contiguous run); 3: mostly live (scored over the span);
+    # 2, 1: half or all but one dead (scored over the gathered rows).
+    n = 300
+    matrix = np.stack([unit(i) for i in range(n)])
+    vectors = TenantVectors(DIM, IndexPolicy())
+    vectors.append_block(matrix)
+    live = np.ones(n, dtype=bool)
+    for row in range(n) if dead_every else ():
+        if row % dead_every == 0 or dead_every == 1 and row != 7:
+            vectors.kill(row)
+            live[row] = False
+    for seed in range(1000, 1020):
+        query = unit(seed)
+        assert [r for r, _ in vectors.search(query, 10)] == brute_force(matrix, live, query, 10)
 
-    def search() -> None:
-        faiss.omp_set_num_threads(2)
-        seen["hits"] = index.nearest(np.array([1, 0, 0, 0], dtype=np.float32), k=2)
-        seen["searcher"] = faiss.omp_get_max_threads()
 
-    def bystander() -> None:
-        faiss.omp_set_num_threads(2)
-        worker.join()
-        seen["bystander"] = faiss.omp_get_max_threads()
+def test_memorize_index_stays_exact_past_the_read_service_graph_size() -> None:
+    # memorize's near-duplicate decision must not depend on an approximate graph's recall.
+    n = IndexPolicy().exact_max + 10
+    rng = np.random.default_rng(3)
+    matrix = rng.standard_normal((n, DIM)).astype(np.float32)
+    index = MemoryIndex(MODEL, DIM)
+    index.add_many([f"m{i}" for i in range(n)], matrix, MODEL)
+    assert index.vectors.kind == "exact"
+    query = unit(77)
+    expected = brute_force(matrix, np.ones(n, dtype=bool), query, 3)
+    assert [m for m, _ in index.nearest(query, k=3)] == [f"m{r}" for r in expected]
 
-    worker = threading.Thread(target=search)
-    other = threading.Thread(target=bystander)
-    worker.start()
-    other.start()
-    other.join()
-    assert seen["searcher"] == 1
-    assert seen["bystander"] == 2
-    assert [m for m, _ in seen["hits"]][0] == "a"  # type: ignore[index]
+
+def test_replacing_and_removing_memories_does_not_grow_the_index_for_ever() -> None:
+    index = MemoryIndex(MODEL, DIM)
+    for round_ in range(6):
+        index.add_many([f"m{i}" for i in range(500)],
+                       np.stack([unit(round_ * 1000 + i) for i in range(500)]), MODEL)
+    for i in range(0, 500, 2):
+        index.remove(f"m{i}")
+    assert len(index) == 250
+    assert index.vectors.rows <= 250 + 1024 + 500  # compacted, not 3,000 rows
+    for i in (1, 251, 499):
+        assert index.nearest(unit(5000 + i), k=1) == [(f"m{i}", pytest.approx(1.0, abs=1e-5))]
+    assert all(m != "m2" for m, _ in index.nearest(unit(5002), k=250))

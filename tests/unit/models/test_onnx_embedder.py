@@ -199,3 +199,14 @@ def test_cli_export_names_the_folder_and_the_setting(
     again = runner.invoke(app, ["models", "export-onnx", "--out", str(onnx_export_dir)])
     assert again.exit_code == 0, again.output
     assert f"MEMSTREAM_EMBEDDING_MODEL={onnx_export_dir}" in again.output
+
+
+def test_the_read_service_shares_only_the_onnx_embedder_without_a_lock(
+    int8: OnnxEmbedder, torch_embedder: SentenceTransformerEmbedder
+) -> None:
+    from streams.service.core import shared
+
+    assert shared(int8) is int8  # safe from threads at once (the test above)
+    locked = shared(torch_embedder)
+    assert locked is not torch_embedder
+    assert np.allclose(locked.embed(["hello"]), torch_embedder.embed(["hello"]))

@@ -16,12 +16,12 @@ from streams.common.partitioning import partition_for_tenant
 from streams.common.settings import load_settings
 from streams.common.tokens import TokenTable
 from streams.models.embedder import vector_to_bytes
+from streams.models.index import IndexPolicy
 from streams.service.consistency import ConsistencyGate
 from streams.service.core import ReadService, ServiceMetrics
 from streams.service.http import create_app
 from streams.service.readiness import Readiness
 from streams.service.replica import Replica
-from streams.service.vectors import IndexPolicy
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 16

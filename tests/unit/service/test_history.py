@@ -10,10 +10,10 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from streams.models.embedder import vector_to_bytes
+from streams.models.index import IndexPolicy
 from streams.service.http import create_app
 from streams.service.replica import Replica
 from streams.service.snapshot import SnapshotStore
-from streams.service.vectors import IndexPolicy
 from tests.unit.service.conftest import ACME, DIM, MODEL, unit
 
 TOPICS = {"memories.v1": "memories.v1", "summaries.v1": "summaries.v1"}

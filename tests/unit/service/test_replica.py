@@ -101,7 +101,7 @@ def test_hnsw_above_the_threshold_keeps_recall_and_honours_filters_and_deletes(
 def test_the_feed_builds_a_graph_outside_the_lock_and_queries_stay_exact_until_then(
     memory_factory,
 ) -> None:
-    from streams.service.vectors import IndexPolicy
+    from streams.models.index import IndexPolicy
 
     replica = Replica(MODEL, DIM, IndexPolicy(exact_max=500, hnsw_ef_search=64))
     with replica.lock:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streams.models.index import IndexPolicy
 from streams.service.snapshot import SnapshotStore, manifest, write_part
-from streams.service.vectors import IndexPolicy
 from tests.unit.service.conftest import DIM, MODEL
 from tests.unit.test_private_files import mode, open_umask, others_can_read  # noqa: F401
 
@@ -37,6 +37,9 @@ def test_loaded_snapshot_gives_the_same_answers_and_offsets(
         assert loaded is not None
         assert loaded.offsets == replica.offsets
         assert loaded.tenants["acme"].vectors.kind == replica.tenants["acme"].vectors.kind
+        graph = loaded.tenants["acme"].vectors.ann
+        # The loaded graph owns its faiss object: a proxy that did not would search freed memory.
+        assert graph is None or graph.thisown
         for tenant in ("acme", "globex"):
             assert answers(loaded, tenant) == answers(replica, tenant)
 
