@@ -22,6 +22,17 @@ logger = logging.getLogger(__name__)
 AGENT_NAMES = ("transcribe", "score", "memorize", "summarize")
 
 
+def one_blas_thread() -> None:
+    """Run OpenBLAS on the calling process's one thread. memorize searches one vector at a
+    time (a matrix × vector product in numpy); OpenBLAS's second thread saves nothing there
+    and then spins for a while after every call: the score+dedupe path cost 424–432 µs of CPU
+    per event with it and 252–324 without (bench.peers, load 2.6–3.9). The embedder runs on
+    onnxruntime's (or torch's) own threads, untouched."""
+    from threadpoolctl import ThreadpoolController
+
+    ThreadpoolController().select(internal_api="openblas").limit(limits=1)
+
+
 def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetrics) -> list[Agent]:
     """The agents named (models are loaded once here, per worker process)."""
     unknown = sorted(set(names) - set(AGENT_NAMES))
@@ -72,6 +83,7 @@ def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetric
         from agents.memorize import MemorizeAgent
         from streams.models.embedding_backends import load_embedder
 
+        one_blas_thread()
         embedder = load_embedder(
             settings.embedding_model, settings.embedding_backend, cache_dir=settings.cache_dir,
             batch_size=settings.embed_batch_size, threads=settings.embedding_threads or None,
