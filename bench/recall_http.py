@@ -205,8 +205,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the service, e.g. MEMSTREAM_EMBEDDING_THREADS=1")
     args = parser.parse_args()
-    from streams.ops.admin import ensure_topics
-
+    from streams.common.admin import ensure_topics
     from streams.common.settings import load_settings
 
     # The feed needs its (empty) topics; the registry knows the schemas from `dev up`.

@@ -97,7 +97,11 @@ class MemoryIndex:
             raise ModelMismatchError(
                 f"index of tenant {self.tenant!r} (model {self.model_id!r}) expects dimension "
                 f"{self.dimension}, got a query of shape {np.shape(vector)}")
-        return [(self._id_of_row[row], score) for row, score in self.vectors.search(query, k)]
+        found = [(self._id_of_row[row], score) for row, score in self.vectors.search(query, k)]
+        # Equal scores in id order: row order depends on history (a rebuild lays rows out in
+        # key order), and a replay must choose the same neighbour.
+        found.sort(key=lambda hit: (-hit[1], hit[0]))
+        return found
 
 
 class TenantIndexes:

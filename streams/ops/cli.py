@@ -36,7 +36,15 @@ def worker(
     configure_logging(json_lines=not plain_logs)
     names = [a.strip() for a in agents.split(",") if a.strip()] if agents else list(AGENT_NAMES)
     ready = logging.getLogger("memstream").info
-    run_worker(current_settings(), names, on_ready=lambda: ready("ready"))
+    try:
+        run_worker(current_settings(), names, on_ready=lambda: ready("ready"))
+    except MemstreamError as exc:
+        if not exc.retriable:
+            raise  # a configuration or data error: main() prints it, exit code 2
+        # A restore that stalled, a store used after its partition left: crash-only, like a
+        # fatal Kafka error; the supervisor's restart resumes (exit code 1, not 2).
+        logging.getLogger("memstream").critical("exiting for a restart: %s", exc)
+        raise typer.Exit(1) from exc
 
 
 @app.command("stats")

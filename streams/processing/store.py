@@ -22,6 +22,7 @@ import msgpack
 from rocksdict import Options, Rdict, WriteBatch
 
 from streams.common.private_files import private_dir
+from streams.processing.exceptions import StoreClosedError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class PartitionStore:
         self._pending: dict[bytes, Any] = {}
         # Sent to the changelog, waiting for the commit: encoded values (None: delete).
         self._sent: dict[bytes, bytes | None] = {}
+        self._closed = False
 
     # -- reads and writes inside a batch ------------------------------------------------
     def get(self, key: str) -> Any | None:
@@ -76,6 +78,8 @@ class PartitionStore:
         A value this batch wrote is returned as the object that was put, not a copy:
         change it only to put it back.
         """
+        if self._closed:
+            self._refuse("get")
         k = key.encode()
         value = self._pending.get(k, _ABSENT)
         if value is not _ABSENT:
@@ -89,10 +93,14 @@ class PartitionStore:
         The store keeps ``value`` itself until then: its state at ``send_changes`` is what
         is written.
         """
+        if self._closed:
+            self._refuse("put")
         self._pending[key.encode()] = value
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (a tombstone in the changelog)."""
+        if self._closed:
+            self._refuse("delete")
         self._pending[key.encode()] = _DELETED
 
     def send_changes(self) -> int:
@@ -109,6 +117,8 @@ class PartitionStore:
     def committed_items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
         """Every committed (key, value) whose key starts with ``prefix``, in key order, for
         rebuilding derived in-memory state."""
+        if self._closed:
+            self._refuse("committed_items")
         start = prefix.encode()
         items = self._db.items(from_key=start) if start else self._db.items()
         for k, v in items:
@@ -173,9 +183,18 @@ class PartitionStore:
         self._db.write(batch)
 
     def close(self) -> None:
-        """Forget unapplied writes and close RocksDB (its files and lock are released)."""
+        """Forget unapplied writes and close RocksDB (its files and lock are released).
+
+        A later read or write raises ``StoreClosedError`` (not rocksdict's own error): an
+        agent still holding the store after its partition was revoked is a bug to surface.
+        """
         self.discard()
+        self._closed = True
         self._db.close()
+
+    def _refuse(self, call: str) -> None:
+        raise StoreClosedError(f"store {self.name}[{self.partition}]: {call} after close "
+                               "(the partition was revoked; this worker no longer owns it)")
 
 
 def close_partitions(

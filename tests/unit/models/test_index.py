@@ -108,6 +108,16 @@ def test_tenants_are_isolated() -> None:
     assert indexes.nearest("bob", unit(0)) == []
 
 
+def test_equal_similarities_come_in_memory_id_order_whatever_the_insertion_order() -> None:
+    # A replay rebuilds rows in store-key order; live processing adds them as they come.
+    # Memorize merges into the first candidate, so ties must not depend on row order.
+    for order in (["m-c", "m-a", "m-b"], ["m-b", "m-c", "m-a"]):
+        indexes = TenantIndexes(MODEL, DIM)
+        for mid in order:
+            indexes.add("acme", mid, unit(0), MODEL)
+        assert [mid for mid, _ in indexes.nearest("acme", unit(0), k=3)] == ["m-a", "m-b", "m-c"]
+
+
 def test_refused_vector_creates_no_tenant_index() -> None:
     indexes = TenantIndexes(MODEL, DIM)
     with pytest.raises(ModelMismatchError):
