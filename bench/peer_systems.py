@@ -7,6 +7,7 @@ is put into its telemetry in one transaction and timed until its group has commi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -45,6 +46,27 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all its threads (``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK
+
+
+@functools.cache
+def _broker_pid(state_dir: Path) -> int | None:
+    from streams.common.settings import load_settings
+    from streams.ops.devstack.stack import DevStack
+
+    found = [c.pid for c in DevStack(load_settings(state_dir=state_dir)).status()
+             if c.name == "kafka" and c.ours]
+    return found[0] if found else None
+
+
+def broker_pid(settings: Settings) -> int | None:
+    """The local dev stack's Kafka process (``memstream dev up``), if it runs here."""
+    return _broker_pid(settings.state_dir)
+
+
+def broker_cpu(settings: Settings) -> float:
+    """The broker's CPU seconds so far (0 when it does not run on this machine)."""
+    pid = broker_pid(settings)
+    return cpu_seconds(pid) if pid is not None else 0.0
 
 
 # --- the systems under test ---------------------------------------------------------------------
@@ -248,6 +270,7 @@ class Pass:
     cpu_us: float
     seconds: float
     transactions: int | None
+    broker_cpu_us: float  # the Kafka broker's CPU in the same interval, per event
 
 
 def timed_pass(system: System, writer: InputWriter, records: Encoded,
@@ -255,12 +278,13 @@ def timed_pass(system: System, writer: InputWriter, records: Encoded,
     """Put ``records`` into the system's telemetry in one transaction; time until done."""
     count = system.transactions if isinstance(system, Memstream) else None
     tx0 = count() if count else 0
-    cpu0 = system.cpu()
+    cpu0, broker0 = system.cpu(), broker_cpu(system.settings)
     t0 = writer.put(system.settings.topic("telemetry.v1"), records)
     t1 = wait_done(system, timeout_s)
-    cpu = system.cpu() - cpu0
+    cpu, broker = system.cpu() - cpu0, broker_cpu(system.settings) - broker0
     n = len(records)
-    return Pass(n / (t1 - t0), cpu / n * 1e6, t1 - t0, count() - tx0 if count else None)
+    return Pass(n / (t1 - t0), cpu / n * 1e6, t1 - t0, count() - tx0 if count else None,
+                broker / n * 1e6)
 
 
 def wait_members(system: System, members: int, timeout_s: float) -> None:

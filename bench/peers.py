@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Repeats: exact duplicates, both workers kept running, the order alternating.
         rates = {s.name: Spread() for s in systems}
         cpus = {s.name: Spread() for s in systems}
+        brokers = {s.name: Spread() for s in systems}  # the broker's CPU per event, same passes
         txs: list[int | None] = []
         aio = Spread()
         spy = None
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p = timed_pass(system, writer, dups, args.timeout)
                 rates[system.name].values.append(p.per_s)
                 cpus[system.name].values.append(p.cpu_us)
+                brokers[system.name].values.append(p.broker_cpu_us)
                 if system is ms:
                     txs.append(p.transactions)
             if not args.skip_copy:
@@ -167,6 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             spy.wait(60)
         result["rates"] = {k: v.values for k, v in rates.items()}
         result["cpu_us"] = {k: v.values for k, v in cpus.items()}
+        result["broker_cpu_us"] = {k: v.values for k, v in brokers.items()}
         result["aiokafka_copy"] = aio.values
         result["memstream_transactions"] = txs
 
@@ -198,6 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # (no static membership, so the group rebalances at once).
         one, two = Spread(), Spread()
         one_cpu, two_cpu = Spread(), Spread()
+        one_broker, two_broker = Spread(), Spread()
         pair_ratios: list[float] = []
         two_tx: list[int | None] = []
         for i in range(0 if args.skip_two else args.repeats):
@@ -217,16 +221,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             one_cpu.values.append(single.cpu_us)
             two.values.append(double.per_s)
             two_cpu.values.append(double.cpu_us)
+            one_broker.values.append(single.broker_cpu_us)
+            two_broker.values.append(double.broker_cpu_us)
             two_tx.append(double.transactions)
             pair_ratios.append(double.per_s / single.per_s)
             _say(f"pair {i + 1}: 1 worker {single.per_s:.0f}/s {single.cpu_us:.0f}µs, 2 workers "
                  f"{double.per_s:.0f}/s {double.cpu_us:.0f}µs ({pair_ratios[-1]:.2f}×)")
         result["two_workers"] = {"one_per_s": one.values, "one_cpu_us": one_cpu.values,
                                  "per_s": two.values, "cpu_us": two_cpu.values,
-                                 "pair_ratios": pair_ratios, "transactions": two_tx}
+                                 "pair_ratios": pair_ratios, "transactions": two_tx,
+                                 "one_broker_cpu_us": one_broker.values,
+                                 "broker_cpu_us": two_broker.values}
         result["spreads"] = {
             **{f"{k}_per_s": v.text() for k, v in rates.items()},
             **{f"{k}_cpu_us": v.text() for k, v in cpus.items()},
+            **{f"{k}_broker_cpu_us": v.text() for k, v in brokers.items()},
+            "one_worker_broker_cpu_us": one_broker.text(),
+            "two_workers_broker_cpu_us": two_broker.text(),
             **{f"{k}_start_s": v.text(".2f") for k, v in starts.items()},
             "two_workers_per_s": two.text(), "two_workers_cpu_us": two_cpu.text(),
             "one_worker_per_s": one.text(), "one_worker_cpu_us": one_cpu.text(),
@@ -240,7 +251,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["ratios"] = {
             "vs_quix": (rates["memstream"].median / rates["quix"].median
                         if "quix" in rates else None),
-            "two_vs_one": statistics.median(pair_ratios) if pair_ratios else None}
+            "two_vs_one": statistics.median(pair_ratios) if pair_ratios else None,
+            "cpu_ceiling_two_vs_one": cpu_ceiling(os.cpu_count() or 1, one_cpu, one_broker,
+                                                  one)}
     finally:
         for system in systems:
             system.stop()
@@ -258,6 +271,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
     result["loadavg_end"] = os.getloadavg()
     return result
+
+
+def cpu_ceiling(cpus: int, worker_us: Spread, broker_us: Spread, per_s: Spread) -> float | None:
+    """The most a second worker can add on this machine: its CPUs over what one event costs
+    the worker and the broker together, as a multiple of the one-worker rate measured."""
+    cost = worker_us.median + broker_us.median
+    if not cost or not per_s.median:
+        return None
+    return cpus * 1e6 / cost / per_s.median
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -284,11 +306,18 @@ def print_table(r: dict[str, Any]) -> None:
         ("Quix Streams exactly-once, events/s", sp.get("quix_per_s", "—"), "", ""),
         ("memstream CPU µs/event", sp["memstream_cpu_us"], "", f"<= {TARGET_CPU_US:.0f}"),
         ("Quix Streams CPU µs/event", sp.get("quix_cpu_us", "—"), "", ""),
+        ("broker (Kafka) CPU µs/event, memstream passes", sp["memstream_broker_cpu_us"], "", ""),
+        ("broker (Kafka) CPU µs/event, Quix passes", sp.get("quix_broker_cpu_us", "—"), "", ""),
         ("2-worker pairs: 1 worker, events/s", sp["one_worker_per_s"], "", ""),
         ("2-worker pairs: 2 workers, events/s", sp["two_workers_per_s"], "", ""),
         ("2-worker pairs: 2 ÷ 1 per pair", sp["pair_ratios"], two, f">= {TARGET_TWO_WORKERS}"),
         ("2-worker pairs: CPU µs/event, 1 worker", sp["one_worker_cpu_us"], "", ""),
         ("2-worker pairs: CPU µs/event, 2 workers", sp["two_workers_cpu_us"], "", ""),
+        ("2-worker pairs: broker CPU µs/event, 1 / 2 workers",
+         f"{sp['one_worker_broker_cpu_us']} / {sp['two_workers_broker_cpu_us']}", "", ""),
+        ("2 ÷ 1 the CPUs allow (CPUs ÷ (worker + broker) µs ÷ 1-worker rate)", "",
+         f"{ra['cpu_ceiling_two_vs_one']:.2f}" if ra.get("cpu_ceiling_two_vs_one") else "",
+         ""),
         ("memstream transactions per pass, 1 worker / 2 workers",
          f"{tx1} / {tx2}", "", ""),
         ("memstream start → first commit, s", sp["memstream_start_s"], "",
