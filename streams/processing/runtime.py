@@ -24,8 +24,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaException, Message
@@ -151,12 +151,14 @@ class Runtime:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    def _guard(self, call: str, timeout_s: float) -> AbstractContextManager[None]:
+    @contextmanager
+    def _guard(self, call: str, timeout_s: float) -> Iterator[None]:
         """The watchdog's deadline for a blocking client call (librdkafka's transactional
-        calls have been seen blocking far past their timeout after a broker restart)."""
-        if self.watchdog is None:
-            return nullcontext()
-        return self.watchdog.deadline(call, timeout_s)
+        calls have been seen blocking far past their timeout after a broker restart); its
+        return counts as the loop moving (``Liveness.call_returned``)."""
+        with nullcontext() if self.watchdog is None else self.watchdog.deadline(call, timeout_s):
+            yield
+        self.liveness.call_returned()
 
     def _usable(self, msg: Message) -> bool:
         err = msg.error()

@@ -85,6 +85,15 @@ class Liveness:
         if not in_hand and self._backlog == 0:
             self._progress = now  # nothing waiting: idle is progress
 
+    def call_returned(self) -> None:
+        """A guarded client call returned: the loop is moving, though nothing committed yet.
+
+        The watchdog bounds each blocking call on its own (timeout + grace), and one batch
+        makes several in a row (flush, send_offsets, commit); after a broker restart each may
+        run to its bound, and together they are not a stuck loop.
+        """
+        self._loop = self._clock()
+
     def progress(self) -> None:
         """A batch committed."""
         now = self._clock()

@@ -147,6 +147,21 @@ def test_a_loop_stuck_inside_one_iteration_is_not_live() -> None:
     assert not report.live and "stuck" in report.reason
 
 
+def test_a_returned_client_call_moves_the_loop_but_is_not_progress() -> None:
+    # After a broker restart flush, send_offsets and commit may each run to their own
+    # bound: calls that return are the loop moving; only a commit is progress.
+    clock = Clock()
+    live = Liveness(10, clock=clock)
+    live.set_backlog(5)
+    live.beat(in_hand=True)
+    for _ in range(3):
+        clock.now += 8
+        live.call_returned()
+    report = live.report()
+    assert report.loop_age_s == 0
+    assert not report.live and "nothing committed for 24s" in report.reason
+
+
 def test_a_stopped_loop_is_not_live() -> None:
     live = Liveness(10)
     live.stopped()
