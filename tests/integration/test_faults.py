@@ -252,3 +252,26 @@ def test_registry_frozen_mid_run_commits_nothing_and_catches_up(
     assert code == 0, log.read_text()[-3000:]
     check_exactly_once(settings, total)
 
+
+
+
+@pytest.mark.timeout(600)
+def test_registry_restart_answers_only_with_its_stored_schemas(
+    fault_stack: DevStack, fault_settings: Settings
+) -> None:
+    """A registry killed with -9 and started again replays its journal topic before it knows
+    what it stores (its consumer first waits out the dead one's group membership); ``up``
+    returns only once it has, so provisioning again finds every schema instead of
+    registering it a second time (which Apicurio refuses: "artifact ... already exists")."""
+    register_all(fault_settings, progress=lambda _m: None)
+    os.kill(component_pid(fault_stack, "registry"), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(c.pid for c in fault_stack.status() if c.name == "registry"):
+        assert time.monotonic() < deadline, "the registry outlived kill -9"
+        time.sleep(0.2)
+
+    fault_stack.up(lambda _m: None)
+
+    again = register_all(fault_settings, progress=lambda _m: None)
+    assert again and not [r for r in again if r.created], (
+        "a schema stored before the restart was registered as new")

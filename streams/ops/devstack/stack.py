@@ -278,10 +278,11 @@ class DevStack:
             env=env,
         )
         pidfile.write_text(str(pid), encoding="utf-8")
+        progress("registry: waiting until it answers and has loaded its stored schemas")
         if not _wait(lambda: _registry_answers(self.registry_url), REGISTRY_START_TIMEOUT_S, pid):
             raise DevStackError(
-                f"the registry did not answer at {self.registry_url} within "
-                f"{REGISTRY_START_TIMEOUT_S:.0f}s; last log lines:\n{_tail(log)}"
+                f"the registry did not answer at {self.registry_url} with its stored schemas "
+                f"loaded within {REGISTRY_START_TIMEOUT_S:.0f}s; last log lines:\n{_tail(log)}"
             )
         progress("registry: up")
 
@@ -395,8 +396,19 @@ def _kafka_answers(bootstrap: str, timeout: float, extra: dict[str, str] | None 
 
 
 def _registry_answers(url: str) -> bool:
+    """The registry serves its API and has loaded what it stores.
+
+    Apicurio with kafkasql storage answers HTTP before it has replayed its journal topic;
+    until then a lookup misses a schema it holds, and registering that schema again is
+    refused as a duplicate. Its readiness check (``/health/ready``: 503 until the journal
+    is loaded) says when it is done; a registry without that endpoint (404) counts as
+    ready once it answers.
+    """
+    root = url.split("/apis/", 1)[0]
     try:
-        return httpx.get(f"{url}/subjects", timeout=2.0).status_code == 200
+        if httpx.get(f"{url}/subjects", timeout=2.0).status_code != 200:
+            return False
+        return httpx.get(f"{root}/health/ready", timeout=2.0).status_code in (200, 404)
     except httpx.HTTPError:
         return False
 
