@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from streams.common.admin import ensure_topics
-from streams.common.registry import register_all
+from streams.common.registry import register_all, subject_for
 from streams.common.settings import Settings, load_settings
+from streams.common.topics import TOPICS
 from streams.ops.devstack.stack import DevStack
 from tests.integration.harness import free_port
 
@@ -51,10 +55,32 @@ def dev_stack() -> Iterator[DevStack]:
     yield from _running(DevStack(load_settings()), ours=False)
 
 
+def _forget(settings: Settings) -> None:
+    """Delete the topics and schema subjects under a test's prefix, so repeated runs on a
+    kept local stack do not pile up thousands of them (a broker holding them starts slowly,
+    and so does a registry replaying them). Best effort: a leftover warns, never fails."""
+    prefix = settings.topic_prefix
+    try:
+        admin = AdminClient({**settings.kafka_client_config(), "log_level": 0})
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        for future in (admin.delete_topics(topics, operation_timeout=10).values()
+                       if topics else ()):
+            future.result(timeout=15)
+        with httpx.Client(base_url=settings.schema_registry_url, timeout=10) as http:
+            for subject in [subject_for(settings, spec) for spec in TOPICS]:
+                if http.delete(f"/subjects/{subject}").status_code == 200:
+                    http.delete(f"/subjects/{subject}", params={"permanent": "true"})
+    except Exception as exc:  # noqa: BLE001 - cleanup must not fail the test it follows
+        warnings.warn(f"left topics or subjects under {prefix!r}: {exc}", stacklevel=1)
+
+
 @pytest.fixture
-def stack_settings(dev_stack: DevStack, request: pytest.FixtureRequest) -> Settings:
-    """Settings for this test: the local stack, and a topic prefix of its own."""
-    return _test_settings(dev_stack, request)
+def stack_settings(dev_stack: DevStack, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings for this test: the local stack, and a topic prefix of its own (its topics
+    and subjects are deleted afterwards)."""
+    settings = _test_settings(dev_stack, request)
+    yield settings
+    _forget(settings)
 
 
 @pytest.fixture
