@@ -402,7 +402,7 @@ def plain_copy(settings: Settings, source: str, target: str, n: int) -> dict[str
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
                          "partition.assignment.strategy": "range"})
     producer = Producer({**conf, "enable.idempotence": True, "acks": "all", "log_level": 3,
-                         "compression.type": settings.compression, "linger.ms": 5})
+                         "compression.type": settings.worker_compression, "linger.ms": 5})
     started = time.perf_counter()
     first = 0.0
     copied = 0
@@ -451,7 +451,7 @@ def aiokafka_copy(settings: Settings, source: str, target: str, n: int) -> dict[
             auto_offset_reset="earliest")
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True, acks="all",
-            compression_type=settings.compression, linger_ms=settings.linger_ms)
+            compression_type=settings.worker_compression, linger_ms=settings.linger_ms)
         started = time.perf_counter()
         await consumer.start()
         await producer.start()

@@ -120,7 +120,8 @@ def build_app(args: argparse.Namespace) -> Application:
         auto_offset_reset="earliest", processing_guarantee="exactly-once",
         state_dir=args.state_dir, commit_interval=args.commit_interval,
         commit_every=args.commit_every, loglevel="WARNING",
-        producer_extra_config={"compression.type": settings.compression, "linger.ms": 5},
+        producer_extra_config={"compression.type": settings.worker_compression,
+                               "linger.ms": 5},
     )
     telemetry = app.topic(settings.topic("telemetry.v1"), key_deserializer="str",
                           value_deserializer=AvroDeserializer(

@@ -94,7 +94,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "transaction.timeout.ms": settings.transaction_timeout_ms,
         "enable.idempotence": True,
         "acks": "all",
-        "compression.type": settings.compression,
+        "compression.type": settings.worker_compression,
         "linger.ms": 5,
         "message.max.bytes": LARGEST_MESSAGE_BYTES,
         "log_level": 3,

@@ -128,3 +128,24 @@ def test_summary_llm_key_from_file_and_window_settings(
     assert "sk-local" not in repr(settings)
     assert (settings.summary_window_s, settings.summary_grace_s) == (600, 0)
     assert settings.summary_llm_url is None  # extractive only unless an endpoint is set
+
+
+def test_worker_and_sdk_compress_each_with_their_own_codec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streams.processing.clients import producer_config
+
+    settings = load_settings()
+    assert producer_config(settings)["compression.type"] == "lz4"
+    assert settings.compression == "zstd"
+    monkeypatch.setenv("MEMSTREAM_WORKER_COMPRESSION", "zstd")
+    assert producer_config(load_settings())["compression.type"] == "zstd"
+
+
+@pytest.mark.parametrize("value", ["brotli", "", "LZ4 ", "zstd;rm -rf /"])
+def test_unknown_compression_codec_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MEMSTREAM_WORKER_COMPRESSION", value)
+    with pytest.raises(SettingsError, match="MEMSTREAM_WORKER_COMPRESSION.*'lz4'"):
+        load_settings()
