@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     )
     worker_compression: Compression = Field(
         "lz4", description="the worker's compression codec for its outputs and changelogs: "
-        "lz4 costs ~15 % less worker CPU per event than zstd and the broker less too, for "
+        "lz4 costs ~10 % less worker CPU per event than zstd and the broker less too, for "
         "~15 % more bytes (memory records carry a vector that hardly compresses; "
         "bench/RESULTS.md)")
     batch_max_records: int = Field(256, ge=1, description="records per transaction at most")
