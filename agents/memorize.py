@@ -126,6 +126,9 @@ class MemorizeAgent(Agent):
         valid = [r for r in records if self._acceptable(r, ctx)]
         known: dict[tuple[str, str], dict[str, Any]] = {}
         vectors = self._embed_unseen(valid, known, ctx)
+        # Each tenant's near-duplicate candidates for the whole batch in one pass over its
+        # vectors; _place completes them with the memories the batch adds before them.
+        self.indexes.prefetch(vectors, k=NEAR_CANDIDATES)
         for record in valid:
             self._memorize(record, vectors, known, ctx)
         fault_point("memorize-embedded", prepare=ctx.flush)
@@ -251,7 +254,7 @@ class MemorizeAgent(Agent):
                 self._save(memory, memories, ctx)
                 return
             # A value that was superseded, stated again: decided like new content.
-            vector = vector_from_bytes(memory["embedding"], memory["dimension"])
+            vector, key = vector_from_bytes(memory["embedding"], memory["dimension"]), None
         else:
             gone = content.get(forgotten_event_key(tenant, v["event_id"]))
             if gone is not None:
@@ -261,8 +264,8 @@ class MemorizeAgent(Agent):
                     content.put(content_key, {"memory_id": memory["memory_id"], "similarity": 0.0})
                     self._save(memory, memories, ctx)
                     return
-            vector = vectors[(tenant, digest)]
-        memory, similarity = self._place(v, vector, memories, ctx)
+            vector, key = vectors[(tenant, digest)], digest
+        memory, similarity = self._place(v, vector, memories, ctx, key)
         content.put(content_key, {"memory_id": memory["memory_id"], "similarity": similarity})
 
     def _restates_superseded(self, memory: dict[str, Any], v: dict[str, Any]) -> bool:
@@ -273,17 +276,19 @@ class MemorizeAgent(Agent):
         )
 
     def _place(
-        self, v: dict[str, Any], vector: np.ndarray, memories: Any, ctx: BatchContext
+        self, v: dict[str, Any], vector: np.ndarray, memories: Any, ctx: BatchContext,
+        key: str | None,
     ) -> tuple[dict[str, Any], float]:
         """Merge into, supersede, or stand beside the nearest memories; save what changed
-        and return the memory the content now belongs to, with the nearest similarity."""
+        and return the memory the content now belongs to, with the nearest similarity
+        (``key``: the content hash the batch's prefetch selected candidates for)."""
         tenant = v["tenant"]
         mid = fresh_id(v, memories)
         memory = memories.get(f"{tenant}{SEP}{mid}")
         # Content deleted before its first occurrence was (re)processed stays deleted: it
         # may merge into a near memory, never supersede one as a memory of its own.
         deleted = memory is not None and memory["deleted"]
-        nearest = self.indexes.nearest(tenant, vector, k=NEAR_CANDIDATES)
+        nearest = self.indexes.nearest(tenant, vector, k=NEAR_CANDIDATES, key=key)
         for near_id, similarity in nearest:
             near = memories.get(f"{tenant}{SEP}{near_id}")
             if near is None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -12,6 +13,22 @@ from streams.models.index import EXACT, IndexPolicy, TenantVectors
 # A memory index copies its live rows into a fresh one past this many dead rows (and more
 # dead than live).
 _COMPACT_MIN = 1024
+# A prefetch keeps this many candidates beyond the k asked for: rows that die before the
+# query is answered, and rounding between the batched product and the final scores.
+_PREFETCH_MARGIN = 8
+# Queries per matrix product in a prefetch (bounds its scores matrix: rows × this × 4 bytes).
+_PREFETCH_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class _Prefetched:
+    """One query's candidates among the rows of its index when the batch began."""
+
+    generation: int  # the index's layout (a compaction renumbers rows)
+    start: int  # rows then; rows from here on were added since
+    rows: np.ndarray  # candidate rows, ascending
+    complete: bool  # every row alive then is a candidate
+    width: int  # how many were selected (before dead rows were dropped)
 
 
 class MemoryIndex:
@@ -30,6 +47,8 @@ class MemoryIndex:
         self.vectors = TenantVectors(dimension, policy)
         self._row_of: dict[str, int] = {}
         self._id_of_row: list[str] = []
+        self._generation = 0
+        self._prefetched: dict[str, _Prefetched] = {}
 
     def __len__(self) -> int:
         return len(self._row_of)
@@ -87,21 +106,92 @@ class MemoryIndex:
         compact.mark_normalized()
         compact.sync()
         self.vectors = compact
+        self._generation += 1
         self._id_of_row = [memory_id for memory_id, _ in live]
         self._row_of = {memory_id: row for row, memory_id in enumerate(self._id_of_row)}
 
-    def nearest(self, vector: np.ndarray, k: int = 1) -> list[tuple[str, float]]:
-        """Return up to ``k`` (memory id, cosine similarity) pairs, most similar first."""
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    def nearest(self, vector: np.ndarray, k: int = 1, *, key: str | None = None
+                ) -> list[tuple[str, float]]:
+        """Return up to ``k`` (memory id, cosine similarity) pairs, most similar first.
+
+        With the ``key`` of a ``prefetch``, the candidates selected then are completed with
+        the rows added since (unless too many of them died, or the index was compacted):
+        the same answer as a search now, without a pass over every vector.
+        """
+        query = self._unit(vector)
+        rows = self._prefetched_rows(key, k)
+        if rows is None:
+            found = self.vectors.search(query, k + _PREFETCH_MARGIN)
+            rows = np.sort(np.fromiter((row for row, _ in found), dtype=np.int64))
+        return self._ranked(rows, query, k)
+
+    def prefetch(self, queries: Mapping[str, np.ndarray], k: int) -> None:
+        """Select the candidates of many queries in one matrix product per chunk (one pass
+        over the vectors for a whole batch instead of one per query); ``nearest(key=)``
+        answers them later. Replaces the previous prefetch."""
+        self._prefetched.clear()
+        n = self.vectors.rows
+        if n == 0 or not queries:
+            return
+        self.vectors.normalize()
+        alive = self.vectors.alive[:n]
+        live = int(alive.sum())
+        width = min(k + _PREFETCH_MARGIN, n)
+        keys = list(queries)
+        for begin in range(0, len(keys), _PREFETCH_CHUNK):
+            chunk = keys[begin : begin + _PREFETCH_CHUNK]
+            block = np.vstack([self._unit(queries[key]) for key in chunk])
+            scores = block @ self.vectors.matrix[:n].T  # queries × rows
+            scores[:, ~alive] = -np.inf
+            top = (np.argpartition(scores, n - width, axis=1)[:, n - width :] if width < n
+                   else np.broadcast_to(np.arange(n), (len(chunk), n)))
+            for line, key in enumerate(chunk):
+                rows = top[line]
+                self._prefetched[key] = _Prefetched(
+                    self._generation, n, np.sort(rows[alive[rows]]), live <= width, width)
+
+    def _prefetched_rows(self, key: str | None, k: int) -> np.ndarray | None:
+        """The candidate rows of a prefetched query now, or None to search them all."""
+        hit = self._prefetched.get(key) if key is not None else None
+        if hit is None or hit.generation != self._generation:
+            return None
+        alive = self.vectors.alive
+        old = hit.rows[alive[hit.rows]]
+        # Rows outside the prefetch rank below every row in it, so the rows still alive
+        # are the best of the old rows as long as enough are left beyond k.
+        if not hit.complete and hit.width - (hit.rows.size - old.size) < k + _PREFETCH_MARGIN // 2:
+            return None
+        added = np.arange(hit.start, self.vectors.rows)
+        return np.concatenate([old, added[alive[added]]])
+
+    def _ranked(self, rows: np.ndarray, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The best ``k`` of ``rows``, scored in float64 and rounded to float32: the same
+        score for a row whichever way it was selected (the products that select candidates
+        may differ in the last bits by their shape)."""
+        if k <= 0 or rows.size == 0:
+            return []
+        exact = self.vectors.matrix[rows].astype(np.float64) @ query.astype(np.float64)
+        scores = exact.astype(np.float32)
+        if rows.size > k:  # the k best, and any row tied with the k-th
+            keep = scores >= np.partition(scores, rows.size - k)[rows.size - k]
+            rows, scores = rows[keep], scores[keep]
+        # Equal scores in id order: row order depends on history (a rebuild lays rows out in
+        # key order), and a replay must choose the same neighbour.
+        found = sorted(((self._id_of_row[int(row)], float(score))
+                        for row, score in zip(rows, scores, strict=True)),
+                       key=lambda hit: (-hit[1], hit[0]))
+        return found[:k]
+
+    def _unit(self, vector: np.ndarray) -> np.ndarray:
+        query = np.array(vector, dtype=np.float32, copy=True).reshape(-1)
         if query.shape[0] != self.dimension:
             raise ModelMismatchError(
                 f"index of tenant {self.tenant!r} (model {self.model_id!r}) expects dimension "
                 f"{self.dimension}, got a query of shape {np.shape(vector)}")
-        found = [(self._id_of_row[row], score) for row, score in self.vectors.search(query, k)]
-        # Equal scores in id order: row order depends on history (a rebuild lays rows out in
-        # key order), and a replay must choose the same neighbour.
-        found.sort(key=lambda hit: (-hit[1], hit[0]))
-        return found
+        norm = float(np.linalg.norm(query))
+        if norm > 0:
+            query /= norm
+        return query
 
 
 class TenantIndexes:
@@ -142,10 +232,22 @@ class TenantIndexes:
         index = self._indexes.get(tenant)
         return index.remove(memory_id) if index is not None else False
 
-    def nearest(self, tenant: str, vector: np.ndarray, k: int = 1) -> list[tuple[str, float]]:
-        """Return the tenant's ``k`` most similar memories; never another tenant's."""
+    def nearest(self, tenant: str, vector: np.ndarray, k: int = 1, *,
+                key: str | None = None) -> list[tuple[str, float]]:
+        """Return the tenant's ``k`` most similar memories; never another tenant's (``key``:
+        a query of the last ``prefetch``)."""
         index = self._indexes.get(tenant)
-        return index.nearest(vector, k) if index is not None else []
+        return index.nearest(vector, k, key=key) if index is not None else []
+
+    def prefetch(self, queries: Mapping[tuple[str, str], np.ndarray], k: int) -> None:
+        """Select candidates for many (tenant, key) queries at once, one matrix product per
+        tenant (``MemoryIndex.prefetch``); ``nearest(tenant, vector, k, key=key)`` answers
+        each. A tenant without an index yet has nothing to select."""
+        by_tenant: dict[str, dict[str, np.ndarray]] = {}
+        for (tenant, key), vector in queries.items():
+            by_tenant.setdefault(tenant, {})[key] = vector
+        for index in self._indexes.values():
+            index.prefetch(by_tenant.get(index.tenant or "", {}), k)
 
     def clear(self) -> None:
         """Drop every tenant's index (before a rebuild from the log)."""

@@ -175,3 +175,94 @@ def test_replacing_and_removing_memories_does_not_grow_the_index_for_ever() -> N
     for i in (1, 251, 499):
         assert index.nearest(unit(5000 + i), k=1) == [(f"m{i}", pytest.approx(1.0, abs=1e-5))]
     assert all(m != "m2" for m, _ in index.nearest(unit(5002), k=250))
+
+
+def _brute_force(live: dict[str, np.ndarray], query: np.ndarray, k: int
+                 ) -> list[tuple[str, float]]:
+    q = query.astype(np.float64) / np.linalg.norm(query.astype(np.float64))
+    scored = []
+    for memory_id, vector in live.items():
+        v = vector.astype(np.float64) / np.linalg.norm(vector.astype(np.float64))
+        scored.append((memory_id, float(v @ q)))
+    return sorted(scored, key=lambda hit: (-hit[1], hit[0]))[:k]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prefetched_answers_equal_a_search_now_through_adds_removes_and_compaction(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """memorize prefetches a batch's candidates, then adds, supersedes and deletes
+    memories between the answers: each answer must be what a search at that moment gives
+    (compared with a float64 brute force), including after a compaction renumbered rows
+    and after more candidates died than the prefetch kept."""
+    import streams.models.memory_index as memory_index
+
+    monkeypatch.setattr(memory_index, "_COMPACT_MIN", 8)
+    rng = np.random.default_rng(seed)
+    dim, k = 16, 3
+    index = MemoryIndex("m", dim, tenant="t")
+    live: dict[str, np.ndarray] = {}
+    base = rng.standard_normal((60, dim)).astype(np.float32)
+    for i, vector in enumerate(base):
+        index.add(f"m{i:03d}", vector, model_id="m")
+        live[f"m{i:03d}"] = vector
+    # Queries close to existing memories, so their candidates are the ones that die.
+    queries = {f"q{j}": base[j] + 0.05 * rng.standard_normal(dim).astype(np.float32)
+               for j in range(30)}
+    index.prefetch(queries, k)
+    fresh = 0
+    for j, (key, query) in enumerate(queries.items()):
+        for _ in range(int(rng.integers(0, 4))):
+            victim = sorted(live)[int(rng.integers(0, len(live)))]
+            if rng.random() < 0.5:  # supersede: the old one leaves, a new one comes
+                index.remove(victim)
+                del live[victim]
+            vector = (live.get(victim, query) + 0.01 * rng.standard_normal(dim)).astype(
+                np.float32)
+            memory_id = victim if victim in live else f"n{fresh:03d}"
+            fresh += 1
+            index.add(memory_id, vector, model_id="m")
+            live[memory_id] = vector
+        if j % 7 == 3:  # a delete right at the query's own nearest memories
+            for memory_id, _ in _brute_force(live, query, 2):
+                index.remove(memory_id)
+                del live[memory_id]
+        got = index.nearest(query, k, key=key)
+        want = _brute_force(live, query, k)
+        assert [m for m, _ in got] == [m for m, _ in want], (j, got, want)
+        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+        assert got == index.nearest(query, k)  # the same scores whichever way selected
+
+
+def test_prefetch_of_tenants_stays_within_each_tenant() -> None:
+    indexes = TenantIndexes("m", 4)
+    indexes.add("a", "a1", np.array([1, 0, 0, 0], dtype=np.float32), "m")
+    indexes.add("b", "b1", np.array([1, 0, 0, 0], dtype=np.float32), "m")
+    query = np.array([1, 0.1, 0, 0], dtype=np.float32)
+    indexes.prefetch({("a", "h1"): query, ("c", "h2"): query}, k=3)
+    assert [m for m, _ in indexes.nearest("a", query, 3, key="h1")] == ["a1"]
+    assert [m for m, _ in indexes.nearest("b", query, 3, key="h1")] == ["b1"]
+    assert indexes.nearest("c", query, 3, key="h2") == []
+
+
+def test_prefetched_query_whose_candidates_all_died_searches_again() -> None:
+    """Ten memories near the query and ten opposite: the prefetch keeps the ten near ones
+    (and one more); all ten are deleted before the answer, which must then come from the
+    opposite ones (a search now), never from the deleted rows."""
+    rng = np.random.default_rng(5)
+    axis = np.zeros(8, dtype=np.float32)
+    axis[0] = 1.0
+    index = MemoryIndex("m", 8)
+    live: dict[str, np.ndarray] = {}
+    for i in range(20):
+        sign = 1.0 if i < 10 else -1.0
+        vector = (sign * axis + 0.1 * rng.standard_normal(8)).astype(np.float32)
+        index.add(f"m{i:02d}", vector, model_id="m")
+        live[f"m{i:02d}"] = vector
+    index.prefetch({"q": axis}, 3)
+    for i in range(10):
+        index.remove(f"m{i:02d}")
+        del live[f"m{i:02d}"]
+    got = index.nearest(axis, 3, key="q")
+    assert [m for m, _ in got] == [m for m, _ in _brute_force(live, axis, 3)]
+    assert all(score < 0 for _, score in got)
