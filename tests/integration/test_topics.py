@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from streams.common.admin import admin_client, ensure_topics
@@ -41,6 +43,13 @@ def test_conflicting_existing_topic_is_reported_not_changed(stack_settings: Sett
     )
     for future in admin.incremental_alter_configs([resource]).values():
         future.result()
+    # The controller has the change; a broker applies it from the metadata log a little
+    # later (later still while it applies other changes, such as topics being deleted).
+    deadline = time.monotonic() + 30
+    described = ConfigResource(ConfigResource.Type.TOPIC, name)
+    while admin.describe_configs([described])[described].result()["retention.ms"].value != "1000":
+        assert time.monotonic() < deadline, "the altered retention.ms never became visible"
+        time.sleep(0.2)
     report = ensure_topics(stack_settings)
     assert [(c.topic, c.setting, c.actual) for c in report.conflicts] == [
         (name, "retention.ms", "1000")
