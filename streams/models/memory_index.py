@@ -16,8 +16,10 @@ _COMPACT_MIN = 1024
 # A prefetch keeps this many candidates beyond the k asked for: rows that die before the
 # query is answered, and rounding between the batched product and the final scores.
 _PREFETCH_MARGIN = 8
-# Queries per matrix product in a prefetch (bounds its scores matrix: rows × this × 4 bytes).
+# Queries per matrix product in a prefetch, at most; fewer for a tenant with so many rows
+# that its scores (rows × queries, float32) would pass _PREFETCH_SCORES (64 MB).
 _PREFETCH_CHUNK = 64
+_PREFETCH_SCORES = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -137,12 +139,14 @@ class MemoryIndex:
         alive = self.vectors.alive[:n]
         live = int(alive.sum())
         width = min(k + _PREFETCH_MARGIN, n)
+        dead = ~alive
         keys = list(queries)
-        for begin in range(0, len(keys), _PREFETCH_CHUNK):
-            chunk = keys[begin : begin + _PREFETCH_CHUNK]
+        step = max(1, min(_PREFETCH_CHUNK, _PREFETCH_SCORES // n))
+        for begin in range(0, len(keys), step):
+            chunk = keys[begin : begin + step]
             block = np.vstack([self._unit(queries[key]) for key in chunk])
             scores = block @ self.vectors.matrix[:n].T  # queries × rows
-            scores[:, ~alive] = -np.inf
+            scores[:, dead] = -np.inf
             top = (np.argpartition(scores, n - width, axis=1)[:, n - width :] if width < n
                    else np.broadcast_to(np.arange(n), (len(chunk), n)))
             for line, key in enumerate(chunk):

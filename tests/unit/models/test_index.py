@@ -187,9 +187,10 @@ def _brute_force(live: dict[str, np.ndarray], query: np.ndarray, k: int
     return sorted(scored, key=lambda hit: (-hit[1], hit[0]))[:k]
 
 
+@pytest.mark.parametrize("scores_cap", [16_000_000, 150])  # 150: two queries per product
 @pytest.mark.parametrize("seed", range(6))
 def test_prefetched_answers_equal_a_search_now_through_adds_removes_and_compaction(
-    monkeypatch: pytest.MonkeyPatch, seed: int
+    monkeypatch: pytest.MonkeyPatch, seed: int, scores_cap: int
 ) -> None:
     """memorize prefetches a batch's candidates, then adds, supersedes and deletes
     memories between the answers: each answer must be what a search at that moment gives
@@ -198,6 +199,7 @@ def test_prefetched_answers_equal_a_search_now_through_adds_removes_and_compacti
     import streams.models.memory_index as memory_index
 
     monkeypatch.setattr(memory_index, "_COMPACT_MIN", 8)
+    monkeypatch.setattr(memory_index, "_PREFETCH_SCORES", scores_cap)
     rng = np.random.default_rng(seed)
     dim, k = 16, 3
     index = MemoryIndex("m", dim, tenant="t")
@@ -209,6 +211,9 @@ def test_prefetched_answers_equal_a_search_now_through_adds_removes_and_compacti
     # Queries close to existing memories, so their candidates are the ones that die.
     queries = {f"q{j}": base[j] + 0.05 * rng.standard_normal(dim).astype(np.float32)
                for j in range(30)}
+    for i in range(0, 60, 4):  # dead rows before the prefetch too, some of them nearest
+        index.remove(f"m{i:03d}")
+        del live[f"m{i:03d}"]
     index.prefetch(queries, k)
     fresh = 0
     for j, (key, query) in enumerate(queries.items()):
