@@ -206,6 +206,7 @@ class TenantIndexes:
         self.dimension = dimension
         self.policy = policy
         self._indexes: dict[str, MemoryIndex] = {}
+        self._prefetched: set[str] = set()  # tenants the last prefetch selected for
 
     def __len__(self) -> int:
         return sum(len(index) for index in self._indexes.values())
@@ -250,9 +251,14 @@ class TenantIndexes:
         by_tenant: dict[str, dict[str, np.ndarray]] = {}
         for (tenant, key), vector in queries.items():
             by_tenant.setdefault(tenant, {})[key] = vector
-        for index in self._indexes.values():
-            index.prefetch(by_tenant.get(index.tenant or "", {}), k)
+        # Only the tenants of this batch and of the last one: never a pass over every tenant.
+        for tenant in self._prefetched | by_tenant.keys():
+            index = self._indexes.get(tenant)
+            if index is not None:
+                index.prefetch(by_tenant.get(tenant, {}), k)
+        self._prefetched = set(by_tenant)
 
     def clear(self) -> None:
         """Drop every tenant's index (before a rebuild from the log)."""
         self._indexes.clear()
+        self._prefetched.clear()
