@@ -132,9 +132,13 @@ class TranscribeAgent(Agent):
         max_seconds: float,
         silence_dbfs: float,
         metrics: WorkerMetrics,
+        max_records_per_batch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if max_records_per_batch is not None and max_records_per_batch < 1:
+            raise ValueError(f"max_records_per_batch must be >= 1, got {max_records_per_batch}")
+        self.max_records_per_batch = max_records_per_batch
         self.transcriber = transcriber
         self.max_seconds = max_seconds
         self.silence_dbfs = silence_dbfs

@@ -63,6 +63,7 @@ def build_agents(settings: Settings, names: Sequence[str], metrics: WorkerMetric
                 max_seconds=settings.voice_max_seconds,
                 silence_dbfs=settings.voice_silence_dbfs,
                 metrics=metrics,
+                max_records_per_batch=settings.voice_batch_max_records,
             )
         )
     if "score" in names:

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     mine = load_settings(topic_prefix=f"bench-{run_id}.m.", partitions=args.partitions)
     peer = load_settings(topic_prefix=f"bench-{run_id}.q.", partitions=args.partitions)
     ms = Memstream("memstream", mine, f"bench-{run_id}-memstream", tmp)
+    if args.quix_commit_every is None:  # the same records per commit as memstream's batches
+        args.quix_commit_every = mine.batch_max_records
     qx = Quix(Path(args.quix_python), args.quix_commit_every, args.quix_commit_interval,
               "quix", peer, f"bench-{run_id}-quix", tmp)
     systems = [ms] if args.skip_quix else [ms, qx]
@@ -349,8 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="events waiting when a worker starts (0: no start-up phase)")
     parser.add_argument("--timeout", type=float, default=300.0, help="per pass, seconds")
     parser.add_argument("--quix-python", default=str(REPO / ".venv-quix/bin/python"))
-    parser.add_argument("--quix-commit-every", type=int, default=256,
-                        help="as memstream's batch_max_records")
+    parser.add_argument("--quix-commit-every", type=int, default=None,
+                        help="default: memstream's batch_max_records (MEMSTREAM_BATCH_MAX_RECORDS)")
     parser.add_argument("--quix-commit-interval", type=float, default=0.1, help="seconds")
     parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--skip-copy", action="store_true", help="no aiokafka reference loop")

@@ -107,6 +107,11 @@ class Agent(ABC):
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]]  # base topic names
     stores: ClassVar[tuple[str, ...]] = ()  # state stores, one per owned partition each
+    # The most of this agent's input records one batch may carry (None: no limit but the
+    # worker's ``batch_max_records``). The runtime ends a batch at this agent's limit and
+    # reads the rest again for the next batch: an agent whose records are slow
+    # (transcription) keeps its batches short while the others' stay long.
+    max_records_per_batch: int | None = None
 
     def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:  # noqa: B027 - a default
         """Derive in-memory state from the committed stores (default: none kept)."""

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaException, Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaException, Message, TopicPartition
 
 from streams.common.codec import AvroCodec, CodecError
 from streams.common.exceptions import MemstreamError
@@ -80,6 +80,12 @@ class Runtime:
             for base in agent.inputs:
                 self._dispatch[settings.topic(base)].append(agent)
         self._base = {settings.topic(t): t for a in self.agents for t in a.inputs}
+        # Per input topic, the (agent, limit) of its agents that limit their batches.
+        self._limits = {
+            full: limited for full, agents in self._dispatch.items()
+            if (limited := [(a.name, a.max_records_per_batch) for a in agents
+                            if a.max_records_per_batch is not None])
+        }
         self._readers = {
             full: latest_schema(topic_spec(base).schema) for full, base in self._base.items()
         }
@@ -135,7 +141,7 @@ class Runtime:
                 timeout=self.settings.batch_max_wait_s,
             )
             self._maybe_report_lag()
-            msgs = [m for m in msgs if self._usable(m)]
+            msgs = self._within_limits([m for m in msgs if self._usable(m)])
             self.liveness.beat(in_hand=bool(msgs))
             if not msgs:
                 continue
@@ -168,6 +174,30 @@ class Runtime:
             raise KafkaException(err)
         logger.warning("consumer: %s", err.str())
         return False
+
+    def _within_limits(self, msgs: list[Message]) -> list[Message]:
+        """End the batch where an agent's ``max_records_per_batch`` is reached: from its
+        first record left out, a partition of that agent's inputs is left out whole and
+        rewound there (read again for the next batch); other partitions' records stay."""
+        if not self._limits:
+            return msgs
+        taken: dict[str, int] = defaultdict(int)
+        cut: dict[tuple[str, int], int] = {}
+        kept: list[Message] = []
+        for msg in msgs:
+            at = slot(msg)
+            if at in cut:
+                continue
+            limits = self._limits.get(at[0], ())
+            if any(taken[name] >= limit for name, limit in limits):
+                cut[at] = offset(msg)
+                continue
+            for name, _limit in limits:
+                taken[name] += 1
+            kept.append(msg)
+        for (topic, partition), first in cut.items():
+            self.consumer.seek(TopicPartition(topic, partition, first))
+        return kept
 
     # -- one batch --------------------------------------------------------------------------
     def _process_batch(self, msgs: list[Message]) -> None:

@@ -222,3 +222,34 @@ def test_a_retriable_error_during_a_bisection_loses_and_duplicates_nothing(
     assert sorted(out) == sorted(e.event_id for e in events if e.text != "invalid")
     assert len(out) == len(set(out)), "a record was output twice"
     assert [d["reason_code"] for d in dead_letters(settings)] == ["invalid_data"]
+
+
+class Limited(Fragile):
+    """``Fragile`` taking at most 4 records a batch; notes each batch's (partition, offset)s."""
+
+    max_records_per_batch = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def process(self, records: list[InputRecord], ctx: BatchContext) -> None:
+        self.batches.append([(r.partition, r.offset) for r in records])
+        super().process(records, ctx)
+
+
+def test_an_agents_batch_limit_ends_batches_early_and_the_rest_is_read_again_once(
+    provisioned: Settings, tmp_path: Path
+) -> None:
+    settings = _settings(provisioned, tmp_path)
+    events = _events([f"note {i}" for i in range(45)])
+    agent = Limited()
+    assert _run_until_committed(settings, events, agent) is None
+    assert agent.batches and max(len(b) for b in agent.batches) <= 4
+    # Every record read once, each partition's in offset order, none skipped.
+    taken = [at for batch in agent.batches for at in batch]
+    assert len(taken) == len(set(taken)) == len(events)
+    for partition in {p for p, _ in taken}:
+        offsets = [o for p, o in taken if p == partition]
+        assert offsets == list(range(len(offsets)))
+    assert sorted(r["event_id"] for r in scored(settings)) == sorted(e.event_id for e in events)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from agents.transcribe import TranscribeAgent
-from agents.worker import AGENT_NAMES
+from agents.worker import AGENT_NAMES, build_agents
 from bench.speech import wav_bytes
 from streams.common.observability import WorkerMetrics
 from streams.common.registry import latest_schema
-from streams.common.settings import load_settings
+from streams.common.settings import SettingsError, load_settings
 from streams.common.validation import validate_record
 from streams.models.audio import SAMPLE_RATE
 from streams.models.exceptions import ModelError
@@ -173,3 +173,34 @@ def test_voice_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert (settings.whisper_beam_size, settings.whisper_compute_type) == (1, "float32")
     assert settings.voice_max_seconds == 30.0 and settings.whisper_model == "tiny.en"
     assert AGENT_NAMES[0] == "transcribe", "voice notes are transcribed by default"
+
+
+def test_a_worker_transcribes_a_few_notes_a_batch_and_takes_text_in_large_batches(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings().voice_batch_max_records < load_settings().batch_max_records
+    monkeypatch.setenv("MEMSTREAM_VOICE_BATCH_MAX_RECORDS", "3")
+    settings = load_settings(data_dir=tmp_path)
+    agents = {a.name: a for a in build_agents(settings, ["transcribe", "score"],
+                                                WorkerMetrics())}
+    try:
+        assert agents["transcribe"].max_records_per_batch == 3
+        assert agents["score"].max_records_per_batch is None
+    finally:
+        for agent in agents.values():
+            agent.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "eight", "", "1e9999"])
+def test_a_voice_batch_limit_that_is_not_a_positive_count_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MEMSTREAM_VOICE_BATCH_MAX_RECORDS", value)
+    with pytest.raises(SettingsError, match="MEMSTREAM_VOICE_BATCH_MAX_RECORDS"):
+        load_settings()
+
+
+def test_a_transcribe_agent_refuses_a_batch_limit_below_one() -> None:
+    with pytest.raises(ValueError, match="max_records_per_batch must be >= 1, got 0"):
+        TranscribeAgent(FakeTranscriber(), concurrency=1, max_seconds=5.0,
+                        silence_dbfs=-50.0, metrics=WorkerMetrics(), max_records_per_batch=0)
