@@ -76,17 +76,18 @@ def test_voice_notes_are_transcribed_scored_and_memorized(
             bad[result.event_id] = reason
 
     log = tmp_path / "worker.log"
-    proc = start_worker(settings, log, extra_env={"MEMSTREAM_VOICE_MAX_SECONDS": "8"})
+    # Two notes a batch: the other notes are read again for the next batches (rewound).
+    proc = start_worker(settings, log, extra_env={"MEMSTREAM_VOICE_MAX_SECONDS": "8",
+                                                  "MEMSTREAM_VOICE_BATCH_MAX_RECORDS": "2"})
     try:
         wait_ready(log, 0)
         wait_drained(settings, ingested=len(sent), timeout=300)
     finally:
         assert stop_worker(proc) == 0, log.read_text()[-3000:]
 
-    transcripts = {
-        r.value["event_id"]: r for r in read_topic(settings, "transcripts.v1") if r.value
-    }
-    assert set(transcripts) == set(sent)
+    written = [r for r in read_topic(settings, "transcripts.v1") if r.value]
+    transcripts = {r.value["event_id"]: r for r in written}  # type: ignore[index]
+    assert set(transcripts) == set(sent) and len(written) == len(sent), "lost or repeated"
     pairs = []
     for event_id, said in sent.items():
         record = transcripts[event_id]
