@@ -80,6 +80,11 @@ class Runtime:
             for base in agent.inputs:
                 self._dispatch[settings.topic(base)].append(agent)
         self._base = {settings.topic(t): t for a in self.agents for t in a.inputs}
+        for agent in self.agents:
+            limit = agent.max_records_per_batch
+            if limit is not None and limit < 1:  # 0 would leave every batch empty: a stall
+                raise ValueError(f"agent {agent.name}: max_records_per_batch must be >= 1 "
+                                 f"or None, got {limit}")
         # Per input topic, the (agent, limit) of its agents that limit their batches.
         self._limits = {
             full: limited for full, agents in self._dispatch.items()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka import Message, TopicPartition
 from kafka_fakes import FakeConsumer, message
 from runtime_rigs import RuntimeRig
@@ -80,3 +81,12 @@ def test_a_limit_of_one_takes_one_record_a_batch(runtime_factory: RuntimeFactory
     runtime_factory([voice], consumer).run()
     assert voice.batches == [[(0, 0)], [(0, 1)], [(0, 2)]]
     assert consumer.seeks == [(VOICE, 0, 1), (VOICE, 0, 2)]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_below_one_is_refused_before_anything_runs(
+    runtime_factory: RuntimeFactory, limit: int
+) -> None:
+    with pytest.raises(ValueError, match=f"agent voice: max_records_per_batch must be >= 1 "
+                                         f"or None, got {limit}"):
+        runtime_factory([Seen("voice", "voice.v1", limit)], FakeConsumer([]))
