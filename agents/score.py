@@ -36,6 +36,15 @@ CLOCK_KEY = SEP + SEP + "clock"
 # dead-lettered if none comes before it expires; beyond this many, the oldest are dropped
 # from the list and only the latest ones get a dead letter).
 MAX_PENDING_FEEDBACK = 100
+# An interaction keeps its newest events, at most this many and this many characters of
+# their texts (1 MiB of UTF-8 at most, under the changelog topic's 2 MiB record limit), for
+# feedback to re-score; older events leave it (counted), and a later rating re-scores only
+# those kept. An interaction is a turn (a query, its answer, tool calls, an outcome): a
+# client that reuses one interaction id for everything would otherwise make each event cost
+# more than the one before, and the entry's changelog record would outgrow the topic's
+# limit and stop the worker.
+MAX_INTERACTION_EVENTS = 100
+MAX_INTERACTION_TEXT_CHARS = 256_000
 
 
 class ScoreAgent(Agent):
@@ -113,6 +122,9 @@ class ScoreAgent(Agent):
             "revision": 0,
         }
         entry["events"].append(event)
+        dropped = keep_newest(entry["events"])
+        if dropped:
+            self.metrics.interaction_events_dropped.inc(dropped)
         entry["touched"] = max(entry.get("touched", 0), event["event_time"])
         store.put(key, entry)
         self._seen(record.partition, event["event_time"])
@@ -243,3 +255,18 @@ class ScoreAgent(Agent):
             record, DeadLetterReason.UNKNOWN_INTERACTION,
             f"feedback for unknown or expired interaction {interaction!r}: no event of it "
             "arrived before the interaction TTL ran out", tenant=tenant)
+
+
+def keep_newest(events: list[dict[str, Any]]) -> int:
+    """Drop an interaction's oldest events beyond ``MAX_INTERACTION_EVENTS`` or
+    ``MAX_INTERACTION_TEXT_CHARS`` (the newest one always stays); return how many went."""
+    chars, start = 0, 0
+    for i in range(len(events) - 1, -1, -1):  # newest first
+        chars += len(events[i]["text"])
+        if len(events) - i > MAX_INTERACTION_EVENTS or (
+            chars > MAX_INTERACTION_TEXT_CHARS and i < len(events) - 1
+        ):
+            start = i + 1
+            break
+    del events[:start]
+    return start

@@ -58,6 +58,11 @@ class WorkerMetrics:
             "memstream_unknown_value", "Scored events with no feedback yet (value unknown)",
             registry=r,
         )
+        self.interaction_events_dropped = Counter(
+            "memstream_interaction_events_dropped",
+            "Events that left an interaction's join state (over its event or text bound): "
+            "later feedback no longer re-scores them", registry=r,
+        )
         self.embed_batch_size = Histogram(
             "memstream_embed_batch_size", "Texts per embedding batch",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,

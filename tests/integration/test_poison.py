@@ -311,3 +311,36 @@ def test_a_question_mark_or_an_empty_tenant_next_to_valid_events_stops_nothing(
     assert memorized == {e.event_id for e in valid}
     assert sorted((d["agent"], d["reason_code"]) for d in dead_letters(settings)) == [
         ("score", "empty_text"), ("score", "empty_text"), ("score", "schema_invalid")]
+
+
+def test_one_interaction_id_for_megabytes_of_text_stops_nothing(
+    provisioned: Settings, tmp_path: Path
+) -> None:
+    """A client that sends every event under one interaction id: score's join state for it
+    outgrew the changelog topic's 2 MiB record limit, and the broker's refusal failed every
+    batch from then on. Now the interaction keeps its newest events only."""
+    import base64
+    import os
+
+    from streams.sdk.producer import MemstreamProducer
+
+    settings = worker_settings(provisioned, tmp_path)
+    # ~3.5 MB of text that lz4 cannot squeeze under the limit (random base64).
+    events = [TelemetryEvent(tenant="acme", session_id="acme-s", interaction_id="one-for-all",
+                             kind="QUERY", text=base64.b64encode(os.urandom(22_000)).decode(),
+                             event_id=f"t-{n:03d}", event_time=NOW - timedelta(minutes=60 - n))
+              for n in range(120)]
+    with MemstreamProducer(settings) as producer:
+        for event in events:
+            producer.send_async(event)
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings, log, agents="score,memorize")
+    try:
+        wait_ready(log, 0, timeout=300)
+        wait_drained(settings, len(events), timeout=300)
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        assert stop_worker(proc) == 0, log.read_text()[-3000:]
+    memorized = {e for m in final_memories(settings).values() for e in m["source_event_ids"]}
+    assert memorized == {e.event_id for e in events}
+    assert dead_letters(settings) == []

@@ -5,10 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import msgpack
 import pytest
 from batch_ctx import BatchCtxFactory, RecordingBatchContext, feedback, telemetry
 
-from agents.score import CLOCK_KEY, ScoreAgent
+from agents.score import (
+    CLOCK_KEY,
+    MAX_INTERACTION_EVENTS,
+    MAX_INTERACTION_TEXT_CHARS,
+    ScoreAgent,
+)
 from streams.common.keys import SEP
 from streams.processing.api import InputRecord
 from streams.processing.deadletter import DeadLetterReason
@@ -119,3 +125,57 @@ def test_early_feedback_that_finds_its_interaction_is_not_dead_lettered(
     ctx.commit()
     assert ctx.dead_letters == []
     assert ctx.sent_to("scored.v1")[0]["value"] is not None
+
+
+def _dropped(agent: ScoreAgent) -> float:
+    value = agent.metrics.registry.get_sample_value("memstream_interaction_events_dropped_total")
+    return value or 0.0
+
+
+def test_one_interaction_id_reused_for_everything_keeps_its_newest_events_only(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory()
+    extra = 50
+    for n in range(MAX_INTERACTION_EVENTS + extra):  # a batch each: the entry read back
+        agent.process([telemetry(f"Step {n} of the same long session.", event_id=f"e-{n}",
+                                 interaction_id="same", event_time=T0 + n, offset=n)], ctx)
+        ctx.commit()
+    entry = ctx.store("interactions", 0).get(f"acme{SEP}same")
+    assert [e["event_id"] for e in entry["events"]] == [
+        f"e-{n}" for n in range(extra, MAX_INTERACTION_EVENTS + extra)]
+    assert _dropped(agent) == extra
+    assert len(ctx.sent_to("scored.v1")) == MAX_INTERACTION_EVENTS + extra, "all scored"
+    # A rating re-scores the events kept, once each.
+    agent.process([feedback(0.9, interaction_id="same", event_time=T0 + 10_000,
+                            offset=1000)], ctx)
+    rescored = [r for r in ctx.sent_to("scored.v1") if r["revision"] == 1]
+    assert [r["event_id"] for r in rescored] == [e["event_id"] for e in entry["events"]]
+
+
+def test_an_interaction_of_long_texts_stays_under_its_changelog_record_limit(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory()
+    long_text = "é" * 31_000 + " tail"  # 2 bytes a character in UTF-8
+    per_batch = [telemetry(f"{n} {long_text}", event_id=f"e-{n}", interaction_id="long",
+                           event_time=T0 + n, offset=n) for n in range(40)]
+    agent.process(per_batch, ctx)  # one batch: the entry is built up in memory
+    ctx.commit()
+    entry = ctx.store("interactions", 0).get(f"acme{SEP}long")
+    kept = MAX_INTERACTION_TEXT_CHARS // len(per_batch[0].value["text"])
+    assert [e["event_id"] for e in entry["events"]] == [f"e-{n}" for n in range(40 - kept, 40)]
+    assert _dropped(agent) == 40 - kept
+    assert len(msgpack.packb(entry, use_bin_type=True)) < 2 * 1024 * 1024
+
+
+def test_an_interaction_always_keeps_its_newest_event(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory(max_text_chars=MAX_INTERACTION_TEXT_CHARS * 2)
+    huge = "x" * (MAX_INTERACTION_TEXT_CHARS + 1)
+    agent.process([telemetry("short", event_id="e-1", interaction_id="i"),
+                   telemetry(huge, event_id="e-2", interaction_id="i", offset=1)], ctx)
+    ctx.commit()
+    entry = ctx.store("interactions", 0).get(f"acme{SEP}i")
+    assert [e["event_id"] for e in entry["events"]] == ["e-2"] and _dropped(agent) == 1
