@@ -24,6 +24,11 @@ TENANT_RULE = "1-64 ASCII letters, digits, '.', '_' or '-', starting with a lett
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0," + str(TENANT_MAX_CHARS - 1) + "}")
 # feedback.v1's rating, as its schema declares it ("in [0,1], 1 = best").
 RATING_RANGE = (0.0, 1.0)
+# Identifier fields, at most this long wherever they appear: an id is copied into every
+# memory it merges into (up to 1,000 of them, agents.memory_records.MAX_SOURCES) and keys the
+# interactions store, so a megabyte-long id would make records the broker refuses.
+ID_FIELDS = ("event_id", "session_id", "interaction_id")
+ID_MAX_CHARS = 256
 # Topics whose records carry a text that becomes a memory.
 _TEXT_TOPICS = frozenset({"telemetry.v1", "transcripts.v1", "scored.v1"})
 
@@ -189,11 +194,18 @@ def check_event(
     max_ahead_ms: int | None = None,
 ) -> None:
     """Raise ValidationError for what an agent would refuse in a schema-valid ``record`` of
-    ``topic`` (base name): a bad tenant, a text that is empty after the normalization memorize
-    uses or over ``max_text_chars``, a rating outside ``RATING_RANGE``, an ``event_time`` more
-    than ``max_ahead_ms`` after ``now_ms`` (the SDK's clock, or the record's broker timestamp
-    in an agent). ``.code`` says which: invalid, empty, oversize or event_time_ahead."""
+    ``topic`` (base name): a bad tenant, an id over ``ID_MAX_CHARS``, a text that is empty
+    after the normalization memorize uses or over ``max_text_chars``, a rating outside
+    ``RATING_RANGE``, an ``event_time`` more than ``max_ahead_ms`` after ``now_ms`` (the SDK's
+    clock, or the record's broker timestamp in an agent). ``.code`` says which: invalid,
+    empty, oversize or event_time_ahead."""
     check_tenant(record.get("tenant"), where=topic)
+    for name in ID_FIELDS:
+        value = record.get(name)
+        if isinstance(value, str) and len(value) > ID_MAX_CHARS:
+            raise ValidationError(
+                f"{topic}: field {name!r} is {len(value)} characters, over the limit of "
+                f"{ID_MAX_CHARS} for an id", field=name, limit=ID_MAX_CHARS, code="oversize")
     if topic in _TEXT_TOPICS:
         text = record.get("text")
         if not isinstance(text, str):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -344,3 +344,34 @@ def test_one_interaction_id_for_megabytes_of_text_stops_nothing(
     memorized = {e for m in final_memories(settings).values() for e in m["source_event_ids"]}
     assert memorized == {e.event_id for e in events}
     assert dead_letters(settings) == []
+
+
+def test_megabyte_long_ids_are_dead_lettered_and_stop_nothing(
+    provisioned: Settings, tmp_path: Path
+) -> None:
+    """Ids had no length limit: three events of one text whose event ids were 400,000
+    characters long merged into one memory record over memories.v1's 1 MiB record limit,
+    and the broker's refusal failed every batch from then on."""
+    from tests.integration.harness import produce_unchecked
+
+    settings = worker_settings(provisioned, tmp_path)
+    text = "The staging database password rotates every Monday."
+    huge = [_telemetry("acme", text, n, event_id=f"{n}-" + "x" * 400_000) for n in range(3)]
+    long_session = replace(_telemetry("globex", "Where is the runbook?", 5),
+                           session_id="s" * 300)
+    valid = [_telemetry(t, f"How does {t} rotate its billing keys?", 10 + k)
+             for k, t in enumerate(TENANTS)]
+    produce_unchecked(settings, [valid[0], *huge, valid[1], long_session, valid[2]])
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings, log, agents="score,memorize")
+    try:
+        wait_ready(log, 0, timeout=300)
+        wait_drained(settings, len(valid) + len(huge) + 1, timeout=300)
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        assert stop_worker(proc) == 0, log.read_text()[-3000:]
+    memorized = {e for m in final_memories(settings).values() for e in m["source_event_ids"]}
+    assert memorized == {e.event_id for e in valid}
+    letters = dead_letters(settings)
+    assert sorted((d["agent"], d["reason_code"]) for d in letters) == [("score", "oversize")] * 4
+    assert all("over the limit of 256 for an id" in d["reason"] for d in letters)
