@@ -19,7 +19,7 @@ from typing import Any
 from streams.common.codec import to_millis
 from streams.common.exceptions import ValidationError
 from streams.common.observability import WorkerMetrics
-from streams.common.validation import check_tenant
+from streams.common.validation import check_ids, check_tenant
 from streams.models.audio import check_audible, decode_clip
 from streams.models.exceptions import (
     AudioError,
@@ -183,9 +183,10 @@ class TranscribeAgent(Agent):
 
     @staticmethod
     def _acceptable(record: InputRecord, ctx: BatchContext) -> bool:
-        """The SDK's own check (a tenant it would refuse), before any audio is decoded."""
+        """The SDK's own check (a tenant or id it would refuse), before any audio is decoded."""
         try:
             check_tenant(record.value["tenant"], where=record.topic)
+            check_ids(record.value, where=record.topic)
         except ValidationError as exc:
             ctx.dead_letter(record, reason_for(exc), str(exc))
             return False

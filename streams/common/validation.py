@@ -200,12 +200,7 @@ def check_event(
     clock, or the record's broker timestamp in an agent). ``.code`` says which: invalid,
     empty, oversize or event_time_ahead."""
     check_tenant(record.get("tenant"), where=topic)
-    for name in ID_FIELDS:
-        value = record.get(name)
-        if isinstance(value, str) and len(value) > ID_MAX_CHARS:
-            raise ValidationError(
-                f"{topic}: field {name!r} is {len(value)} characters, over the limit of "
-                f"{ID_MAX_CHARS} for an id", field=name, limit=ID_MAX_CHARS, code="oversize")
+    check_ids(record, where=topic)
     if topic in _TEXT_TOPICS:
         text = record.get("text")
         if not isinstance(text, str):
@@ -234,6 +229,16 @@ def check_event(
                 f"{topic}: field 'event_time' is {(event_ms - now_ms) / 1000:.0f}s ahead of "
                 f"the clock it is checked against, over the limit of {max_ahead_ms / 1000:.0f}s",
                 field="event_time", limit=max_ahead_ms, code="event_time_ahead")
+
+
+def check_ids(record: Mapping[str, Any], *, where: str) -> None:
+    """Raise ValidationError (code oversize) for an id field over ``ID_MAX_CHARS``."""
+    for name in ID_FIELDS:
+        value = record.get(name)
+        if isinstance(value, str) and len(value) > ID_MAX_CHARS:
+            raise ValidationError(
+                f"{where}: field {name!r} is {len(value)} characters, over the limit of "
+                f"{ID_MAX_CHARS} for an id", field=name, limit=ID_MAX_CHARS, code="oversize")
 
 
 def tenant_problem(tenant: object) -> str | None:

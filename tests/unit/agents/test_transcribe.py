@@ -204,3 +204,16 @@ def test_a_transcribe_agent_refuses_a_batch_limit_below_one() -> None:
     with pytest.raises(ValueError, match="max_records_per_batch must be >= 1, got 0"):
         TranscribeAgent(FakeTranscriber(), concurrency=1, max_seconds=5.0,
                         silence_dbfs=-50.0, metrics=WorkerMetrics(), max_records_per_batch=0)
+
+
+def test_a_note_with_an_id_over_its_limit_is_dead_lettered_before_its_audio_is_decoded() -> None:
+    fake = FakeTranscriber()
+    agent = agent_for(fake)
+    ctx = FakeContext()
+    long_id = note(0, tone(1.0))
+    long_id.value["session_id"] = "s" * 300
+    agent.process([long_id, note(1, tone(1.0))], ctx)  # type: ignore[arg-type]
+    assert [r["event_id"] for _t, r, _k in ctx.sent] == ["v1"]
+    [(offset, reason, detail, _tenant)] = ctx.letters
+    assert (offset, reason) == (0, DeadLetterReason.OVERSIZE)
+    assert "field 'session_id' is 300 characters, over the limit of 256" in detail
