@@ -24,11 +24,12 @@ TENANT_RULE = "1-64 ASCII letters, digits, '.', '_' or '-', starting with a lett
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0," + str(TENANT_MAX_CHARS - 1) + "}")
 # feedback.v1's rating, as its schema declares it ("in [0,1], 1 = best").
 RATING_RANGE = (0.0, 1.0)
-# Identifier fields, at most this long wherever they appear: an id is copied into every
-# memory it merges into (up to 1,000 of them, agents.memory_records.MAX_SOURCES) and keys the
-# interactions store, so a megabyte-long id would make records the broker refuses.
+# Identifier fields, at most this many bytes of UTF-8 wherever they appear: an id is copied
+# into every memory it merges into (up to 1,000 of them, agents.memory_records.MAX_SOURCES,
+# twice: source ids and merges) and keys the interactions store, so long ids would make
+# memory records the broker refuses (memories.v1 takes 1 MiB a record).
 ID_FIELDS = ("event_id", "session_id", "interaction_id")
-ID_MAX_CHARS = 256
+ID_MAX_BYTES = 256
 # Topics whose records carry a text that becomes a memory.
 _TEXT_TOPICS = frozenset({"telemetry.v1", "transcripts.v1", "scored.v1"})
 
@@ -194,7 +195,7 @@ def check_event(
     max_ahead_ms: int | None = None,
 ) -> None:
     """Raise ValidationError for what an agent would refuse in a schema-valid ``record`` of
-    ``topic`` (base name): a bad tenant, an id over ``ID_MAX_CHARS``, a text that is empty
+    ``topic`` (base name): a bad tenant, an id over ``ID_MAX_BYTES``, a text that is empty
     after the normalization memorize uses or over ``max_text_chars``, a rating outside
     ``RATING_RANGE``, an ``event_time`` more than ``max_ahead_ms`` after ``now_ms`` (the SDK's
     clock, or the record's broker timestamp in an agent). ``.code`` says which: invalid,
@@ -232,13 +233,17 @@ def check_event(
 
 
 def check_ids(record: Mapping[str, Any], *, where: str) -> None:
-    """Raise ValidationError (code oversize) for an id field over ``ID_MAX_CHARS``."""
+    """Raise ValidationError (code oversize) for an id field over ``ID_MAX_BYTES`` of UTF-8."""
     for name in ID_FIELDS:
         value = record.get(name)
-        if isinstance(value, str) and len(value) > ID_MAX_CHARS:
+        if not isinstance(value, str) or len(value) <= ID_MAX_BYTES // 4:
+            continue  # no id, or short enough whatever its characters
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > ID_MAX_BYTES:
             raise ValidationError(
-                f"{where}: field {name!r} is {len(value)} characters, over the limit of "
-                f"{ID_MAX_CHARS} for an id", field=name, limit=ID_MAX_CHARS, code="oversize")
+                f"{where}: field {name!r} is {size} bytes in UTF-8 ({len(value)} characters), "
+                f"over the limit of {ID_MAX_BYTES} for an id", field=name, limit=ID_MAX_BYTES,
+                code="oversize")
 
 
 def tenant_problem(tenant: object) -> str | None:

@@ -104,16 +104,17 @@ def test_the_sdk_refuses_a_tenant_outside_the_tenant_rule(tenant: str) -> None:
 
 
 @pytest.mark.parametrize("field", ["event_id", "session_id", "interaction_id"])
-@pytest.mark.parametrize("length", [257, 400_000])
-def test_an_id_over_its_limit_is_refused_by_the_sdk_and_the_agents(field: str,
-                                                                    length: int) -> None:
+@pytest.mark.parametrize(("value", "size"), [("x" * 257, 257), ("x" * 400_000, 400_000),
+                                             ("é" * 129, 258), ("\U0001f600" * 65, 260)])
+def test_an_id_over_its_limit_is_refused_by_the_sdk_and_the_agents(field: str, value: str,
+                                                                    size: int) -> None:
     from streams.common.settings import load_settings
-    from streams.common.validation import ID_MAX_CHARS, check_event
+    from streams.common.validation import ID_MAX_BYTES, check_event
     from streams.sdk.events import TelemetryEvent
     from streams.sdk.producer import MemstreamProducer
 
-    assert ID_MAX_CHARS == 256
-    ids = {"event_id": "e-1", "session_id": "s", "interaction_id": "i", field: "x" * length}
+    assert ID_MAX_BYTES == 256
+    ids = {"event_id": "e-1", "session_id": "s", "interaction_id": "i", field: value}
     settings = load_settings(bootstrap_servers="127.0.0.1:1",
                              schema_registry_url="http://127.0.0.1:1")
     with MemstreamProducer(settings) as producer:
@@ -121,15 +122,17 @@ def test_an_id_over_its_limit_is_refused_by_the_sdk_and_the_agents(field: str,
             producer.send(TelemetryEvent(tenant="acme", kind="QUERY", text="hello", **ids))
     assert (caught.value.field, caught.value.limit, caught.value.code) == (field,
                                                                            256, "oversize")
-    assert f"field '{field}' is {length} characters, over the limit of 256" in str(caught.value)
+    assert (f"field '{field}' is {size} bytes in UTF-8 ({len(value)} characters), over the "
+            "limit of 256 for an id") in str(caught.value)
     with pytest.raises(ValidationError, match=f"scored.v1: field '{field}'"):
         check_event("scored.v1", {"tenant": "acme", "text": "hello", **ids},
                     max_text_chars=100)
 
 
-def test_an_id_at_its_limit_passes() -> None:
-    from streams.common.validation import ID_MAX_CHARS, check_event
+@pytest.mark.parametrize("value", ["x" * 256, "é" * 128, "\U0001f600" * 64, "", None])
+def test_an_id_at_its_limit_passes(value: str | None) -> None:
+    from streams.common.validation import check_event
 
-    check_event("telemetry.v1", {"tenant": "acme", "text": "hello", "event_id": "é" * ID_MAX_CHARS,
-                                 "session_id": "s" * ID_MAX_CHARS, "interaction_id": None},
+    check_event("telemetry.v1", {"tenant": "acme", "text": "hello", "event_id": value,
+                                 "session_id": value, "interaction_id": value},
                 max_text_chars=100)

@@ -216,4 +216,5 @@ def test_a_note_with_an_id_over_its_limit_is_dead_lettered_before_its_audio_is_d
     assert [r["event_id"] for _t, r, _k in ctx.sent] == ["v1"]
     [(offset, reason, detail, _tenant)] = ctx.letters
     assert (offset, reason) == (0, DeadLetterReason.OVERSIZE)
-    assert "field 'session_id' is 300 characters, over the limit of 256" in detail
+    assert "field 'session_id' is 300 bytes in UTF-8 (300 characters), over the limit of " \
+        "256" in detail
