@@ -9,7 +9,8 @@ Reusability and novelty come from the memorize agent's stores when this worker k
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from agents.dedupe import content_hash
 from agents.scoring import ScoreInputError, ScoreInputs, ValueScorer
@@ -28,14 +29,16 @@ from streams.processing.api import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The interactions store's reserved key for a partition's event-time clock (no tenant:
 # interaction key starts with two separators).
 CLOCK_KEY = SEP + SEP + "clock"
-# Feedback records kept per interaction while none of its events has arrived (each is
-# dead-lettered if none comes before it expires; beyond this many, the oldest are dropped
-# from the list and only the latest ones get a dead letter).
+# Feedback records kept per interaction while none of its events has arrived, at most this
+# many and this many bytes of them (each is dead-lettered if none comes before it expires;
+# beyond the bounds, the oldest are dead-lettered at once).
 MAX_PENDING_FEEDBACK = 100
+MAX_PENDING_FEEDBACK_BYTES = 512 * 1024
 # An interaction keeps its newest events, at most this many and this many characters of
 # their texts (1 MiB of UTF-8 at most, under the changelog topic's 2 MiB record limit), for
 # feedback to re-score; older events leave it (counted), and a later rating re-scores only
@@ -121,9 +124,12 @@ class ScoreAgent(Agent):
             "content_hash": content_hash(text),
             "revision": 0,
         }
-        entry["events"].append(event)
-        dropped = keep_newest(entry["events"])
+        events = entry["events"]
+        events.append(event)
+        dropped = overflow(events, MAX_INTERACTION_EVENTS, MAX_INTERACTION_TEXT_CHARS,
+                           lambda e: len(e["text"]))
         if dropped:
+            del events[:dropped]
             self.metrics.interaction_events_dropped.inc(dropped)
         entry["touched"] = max(entry.get("touched", 0), event["event_time"])
         store.put(key, entry)
@@ -148,9 +154,16 @@ class ScoreAgent(Agent):
             # Feedback may come before its events: it waits, and is dead-lettered when it
             # expires unmatched (never dropped in silence).
             entry = entry or {"events": [], "rating": None}
-            pending = entry.get("pending", [])[-(MAX_PENDING_FEEDBACK - 1):]
-            entry["pending"] = [*pending, {"offset": record.offset, "key": record.key,
-                                           "raw": record.raw}]
+            pending = [*entry.get("pending", []),
+                       {"offset": record.offset, "key": record.key, "raw": record.raw}]
+            over = overflow(pending, MAX_PENDING_FEEDBACK, MAX_PENDING_FEEDBACK_BYTES,
+                            lambda p: len(p["raw"] or b""))
+            for early in pending[:over]:
+                self._unmatched(key, early, record.partition, ctx,
+                                f"over {MAX_PENDING_FEEDBACK} feedback records or "
+                                f"{MAX_PENDING_FEEDBACK_BYTES} bytes of them waited for it; "
+                                "the oldest are dead-lettered at once")
+            entry["pending"] = pending[over:]
         rating = float(v["rating"])
         entry["rating"] = rating
         entry["touched"] = max(entry.get("touched", 0), event_time)
@@ -242,31 +255,30 @@ class ScoreAgent(Agent):
                 if entry is not None and entry.get("touched", 0) < newest - self.ttl_ms:
                     store.delete(key)
                     for pending in entry.get("pending", []):  # gone once events come
-                        self._unmatched(key, pending, partition, ctx)
+                        self._unmatched(key, pending, partition, ctx,
+                                        "no event of it arrived before the interaction TTL "
+                                        "ran out")
         store.put(CLOCK_KEY, clock)
 
     @staticmethod
-    def _unmatched(key: str, pending: dict[str, Any], partition: int, ctx: BatchContext) -> None:
-        """Dead-letter feedback whose interaction never arrived within the TTL."""
+    def _unmatched(key: str, pending: dict[str, Any], partition: int, ctx: BatchContext,
+                   why: str) -> None:
+        """Dead-letter feedback that waited for its interaction in vain (``why``)."""
         tenant, _, interaction = key.partition(SEP)
         record = InputRecord("feedback.v1", partition, pending["offset"], pending["key"],
                              pending["raw"], {})
         ctx.dead_letter(
             record, DeadLetterReason.UNKNOWN_INTERACTION,
-            f"feedback for unknown or expired interaction {interaction!r}: no event of it "
-            "arrived before the interaction TTL ran out", tenant=tenant)
+            f"feedback for unknown or expired interaction {interaction!r}: {why}",
+            tenant=tenant)
 
 
-def keep_newest(events: list[dict[str, Any]]) -> int:
-    """Drop an interaction's oldest events beyond ``MAX_INTERACTION_EVENTS`` or
-    ``MAX_INTERACTION_TEXT_CHARS`` (the newest one always stays); return how many went."""
-    chars, start = 0, 0
-    for i in range(len(events) - 1, -1, -1):  # newest first
-        chars += len(events[i]["text"])
-        if len(events) - i > MAX_INTERACTION_EVENTS or (
-            chars > MAX_INTERACTION_TEXT_CHARS and i < len(events) - 1
-        ):
-            start = i + 1
-            break
-    del events[:start]
-    return start
+def overflow(items: list[T], max_items: int, max_size: int, size: Callable[[T], int]) -> int:
+    """How many of the oldest ``items`` (oldest first) to let go so that the rest are at most
+    ``max_items`` and ``max_size`` in all; the newest item always stays."""
+    total = 0
+    for i in range(len(items) - 1, -1, -1):  # newest first
+        total += size(items[i])
+        if len(items) - i > max_items or (total > max_size and i < len(items) - 1):
+            return i + 1
+    return 0

@@ -13,6 +13,8 @@ from agents.score import (
     CLOCK_KEY,
     MAX_INTERACTION_EVENTS,
     MAX_INTERACTION_TEXT_CHARS,
+    MAX_PENDING_FEEDBACK,
+    MAX_PENDING_FEEDBACK_BYTES,
     ScoreAgent,
 )
 from streams.common.keys import SEP
@@ -179,3 +181,35 @@ def test_an_interaction_always_keeps_its_newest_event(
     ctx.commit()
     entry = ctx.store("interactions", 0).get(f"acme{SEP}i")
     assert [e["event_id"] for e in entry["events"]] == ["e-2"] and _dropped(agent) == 1
+
+
+def test_feedback_waiting_over_its_bounds_is_dead_lettered_oldest_first_not_dropped(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory()
+    extra = 3
+    early = [feedback(0.5, interaction_id="later", event_id=f"f-{n}", event_time=T0 + n,
+                      offset=n) for n in range(MAX_PENDING_FEEDBACK + extra)]
+    agent.process(early, ctx)
+    ctx.commit()
+    assert [(d.record.offset, d.reason) for d in ctx.dead_letters] == [
+        (n, DeadLetterReason.UNKNOWN_INTERACTION) for n in range(extra)]
+    assert f"over {MAX_PENDING_FEEDBACK} feedback records" in ctx.dead_letters[0].detail
+    assert [d.record.raw for d in ctx.dead_letters] == [f.raw for f in early[:extra]]
+    entry = ctx.store("interactions", 0).get(f"acme{SEP}later")
+    assert [p["offset"] for p in entry["pending"]] == list(range(extra, len(early)))
+
+
+def test_large_feedback_waiting_is_bounded_in_bytes(
+    score_agent_factory: Callable[..., ScoreAgent], ctx: RecordingBatchContext
+) -> None:
+    agent = score_agent_factory()
+    big = [dataclasses.replace(feedback(0.5, interaction_id="later", event_id=f"f-{n}",
+                                        event_time=T0 + n, offset=n), raw=b"x" * 100_000)
+           for n in range(8)]
+    agent.process(big, ctx)
+    ctx.commit()
+    kept = MAX_PENDING_FEEDBACK_BYTES // 100_000
+    assert [d.record.offset for d in ctx.dead_letters] == list(range(8 - kept))
+    entry = ctx.store("interactions", 0).get(f"acme{SEP}later")
+    assert [p["offset"] for p in entry["pending"]] == list(range(8 - kept, 8))
