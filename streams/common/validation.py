@@ -24,10 +24,9 @@ TENANT_RULE = "1-64 ASCII letters, digits, '.', '_' or '-', starting with a lett
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0," + str(TENANT_MAX_CHARS - 1) + "}")
 # feedback.v1's rating, as its schema declares it ("in [0,1], 1 = best").
 RATING_RANGE = (0.0, 1.0)
-# Identifier fields, at most this many bytes of UTF-8 wherever they appear: an id is copied
-# into every memory it merges into (up to 1,000 of them, agents.memory_records.MAX_SOURCES,
-# twice: source ids and merges) and keys the interactions store, so long ids would make
-# memory records the broker refuses (memories.v1 takes 1 MiB a record).
+# Identifier fields, at most this many bytes of UTF-8 anywhere: an id is copied into every
+# memory it merges into (twice, in up to 1,000 source ids and merges), so long ids would
+# make memory records the broker refuses (memories.v1 takes 1 MiB a record).
 ID_FIELDS = ("event_id", "session_id", "interaction_id")
 ID_MAX_BYTES = 256
 # Topics whose records carry a text that becomes a memory.
