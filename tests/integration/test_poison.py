@@ -352,11 +352,16 @@ def test_megabyte_long_ids_are_dead_lettered_and_stop_nothing(
     """Ids had no length limit: three events of one text whose event ids were 400,000
     characters long merged into one memory record over memories.v1's 1 MiB record limit,
     and the broker's refusal failed every batch from then on."""
+    import base64
+    import os
+
     from tests.integration.harness import produce_unchecked
 
     settings = worker_settings(provisioned, tmp_path)
     text = "The staging database password rotates every Monday."
-    huge = [_telemetry("acme", text, n, event_id=f"{n}-" + "x" * 400_000) for n in range(3)]
+    # Random, so that compression cannot bring the record under the limit.
+    huge = [_telemetry("acme", text, n, event_id=base64.b64encode(os.urandom(300_000)).decode())
+            for n in range(3)]
     long_session = replace(_telemetry("globex", "Where is the runbook?", 5),
                            session_id="s" * 300)
     valid = [_telemetry(t, f"How does {t} rotate its billing keys?", 10 + k)
