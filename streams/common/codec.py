@@ -1,6 +1,7 @@
 """Avro in the Confluent wire format: magic byte 0, 4-byte schema id, schemaless Avro body.
 
-fastavro does the encoding and decoding (the hot path); confluent-kafka's registry client
+Code compiled once per schema (``avro_fast``) writes and reads the records it takes, fastavro
+the rest and every error (the hot path); confluent-kafka's registry client
 resolves schema ids once per subject and schema and caches them, so a record costs no
 registry round trip. Redpanda Console and any Confluent deserializer read what this writes.
 """
@@ -11,20 +12,24 @@ import io
 import json
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from streams.common.avro_fast import NotTakenError, compile_reader, compile_writer
 from streams.common.exceptions import MemstreamError, UnavailableError
 
 MAGIC = 0
 # The registry's error code for "no schema with this id" (Confluent API, Redpanda, Apicurio).
 SCHEMA_NOT_FOUND = 40403
 _HEADER = struct.Struct(">bI")
+# What compiled code raises for a record it does not take (fastavro then writes or reads it).
+_NOT_TAKEN = (NotTakenError, LookupError, TypeError, ValueError, OverflowError, struct.error)
+Reader = Callable[[bytes, int], dict[str, Any]]
 
 
 class CodecError(MemstreamError):
@@ -47,28 +52,34 @@ class AvroCodec:
         self.auto_register = auto_register
         self.logical_types = logical_types
         self._lock = threading.Lock()
-        self._writers: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._writers: dict[tuple[str, str], _Writer] = {}
         self._by_id: dict[int, Any] = {}
+        self._compiled_by_id: dict[int, Reader | None] = {}
         self._readers: dict[str, Any] = {}
         # Hot path: callers pass the same schema objects (registry.latest_schema is cached),
         # so look them up by identity; the cached object is kept so its id stays unique.
-        self._writer_fast: dict[tuple[str, int], tuple[Mapping[str, Any], tuple[int, Any]]] = {}
+        self._writer_fast: dict[tuple[str, int], tuple[Mapping[str, Any], _Writer]] = {}
         self._reader_fast: dict[tuple[int, int], tuple[Mapping[str, Any], Any]] = {}
         self._readers_by_object: dict[int, tuple[Mapping[str, Any], Any]] = {}
-        # (5-byte frame, id(reader schema)) -> (reader schema, writer, resolved reader):
-        # one dict lookup per decoded record.
-        self._decode_fast: dict[tuple[bytes, int], tuple[Any, Any, Any]] = {}
+        # (5-byte frame, id(reader schema)) -> (reader schema, writer, resolved reader,
+        # compiled reader): one dict lookup per decoded record.
+        self._decode_fast: dict[tuple[bytes, int], tuple[Any, Any, Any, Reader | None]] = {}
 
     def schema_id(self, subject: str, schema: Mapping[str, Any]) -> int:
         """The registry id of ``schema`` under ``subject`` (looked up once, then cached)."""
-        return self._writer(subject, schema)[0]
+        return self._writer(subject, schema).schema_id
 
     def encode(self, subject: str, schema: Mapping[str, Any], record: Mapping[str, Any]) -> bytes:
         """Wire-format bytes of ``record`` written with ``schema``."""
-        schema_id, parsed = self._writer(subject, schema)
+        writer = self._writer(subject, schema)
+        if writer.compiled is not None:
+            try:
+                return writer.header + writer.compiled(record)
+            except _NOT_TAKEN:
+                pass  # fastavro writes it, or raises its own error
         buf = io.BytesIO()
-        buf.write(_HEADER.pack(MAGIC, schema_id))
-        fastavro.schemaless_writer(buf, parsed, record)
+        buf.write(writer.header)
+        fastavro.schemaless_writer(buf, writer.parsed, record)
         return buf.getvalue()
 
     def decode(self, data: bytes, reader_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -77,9 +88,14 @@ class AvroCodec:
             raise CodecError("0 bytes: too short for Avro")
         fast = self._decode_fast.get((data[: _HEADER.size], id(reader_schema)))
         if fast is not None and fast[0] is reader_schema:
-            writer, reader = fast[1], fast[2]
+            writer, reader, compiled = fast[1], fast[2], fast[3]
         else:
-            writer, reader = self._decoding(data, reader_schema)
+            writer, reader, compiled = self._decoding(data, reader_schema)
+        if compiled is not None and type(data) is bytes:
+            try:
+                return compiled(data, _HEADER.size)
+            except _NOT_TAKEN:
+                pass  # fastavro reads it, or raises its own error
         try:
             body = io.BytesIO(memoryview(data)[_HEADER.size :])
             value = fastavro.schemaless_reader(body, writer, reader)
@@ -92,8 +108,11 @@ class AvroCodec:
                              "not a record")
         return value
 
-    def _decoding(self, data: bytes, reader_schema: Mapping[str, Any] | None) -> tuple[Any, Any]:
-        """(writer, resolved reader) for ``data``'s frame, checked and then cached."""
+    def _decoding(self, data: bytes, reader_schema: Mapping[str, Any] | None
+                  ) -> tuple[Any, Any, Reader | None]:
+        """(writer, resolved reader, compiled reader) for ``data``'s frame, checked and then
+        cached. Code is compiled for the writer's schema, so only where no resolution is
+        needed."""
         if len(data) < _HEADER.size:
             raise CodecError(f"{len(data)} bytes: too short for Avro")
         magic, schema_id = _HEADER.unpack_from(data)
@@ -101,13 +120,14 @@ class AvroCodec:
             raise CodecError(f"magic byte {magic}, expected {MAGIC}: not Confluent-framed Avro")
         writer = self._writer_by_id(schema_id)
         reader = self._resolution(schema_id, writer, reader_schema)
+        compiled = self._compiled_by_id.get(schema_id) if reader is None else None
         if len(self._decode_fast) < 1024:
             self._decode_fast[(data[: _HEADER.size], id(reader_schema))] = (
-                reader_schema, writer, reader)
-        return writer, reader
+                reader_schema, writer, reader, compiled)
+        return writer, reader, compiled
 
     # -- caches -------------------------------------------------------------------------
-    def _writer(self, subject: str, schema: Mapping[str, Any]) -> tuple[int, Any]:
+    def _writer(self, subject: str, schema: Mapping[str, Any]) -> _Writer:
         fast = self._writer_fast.get((subject, id(schema)))
         if fast is not None and fast[0] is schema:
             return fast[1]
@@ -115,7 +135,7 @@ class AvroCodec:
         self._writer_fast[(subject, id(schema))] = (schema, entry)
         return entry
 
-    def _writer_slow(self, subject: str, schema: Mapping[str, Any]) -> tuple[int, Any]:
+    def _writer_slow(self, subject: str, schema: Mapping[str, Any]) -> _Writer:
         text = json.dumps(schema, sort_keys=True)
         key = (subject, text)
         cached = self._writers.get(key)
@@ -123,10 +143,12 @@ class AvroCodec:
             return cached
         with self._lock:
             schema_id = self._resolve(subject, Schema(json.dumps(schema), "AVRO"))
-            entry = (schema_id, fastavro.parse_schema(dict(schema)))
+            entry = _Writer(schema_id, _HEADER.pack(MAGIC, schema_id),
+                            fastavro.parse_schema(dict(schema)), compile_writer(dict(schema)))
             self._writers[key] = entry
-            if self.logical_types:  # else decoding parses its own plain copy
-                self._by_id.setdefault(schema_id, entry[1])
+            if self.logical_types and schema_id not in self._by_id:  # else decoding
+                self._by_id[schema_id] = entry.parsed  # parses its own plain copy
+                self._compiled_by_id[schema_id] = compile_reader(dict(schema))
             return entry
 
     def _resolve(self, subject: str, schema: Schema) -> int:
@@ -170,9 +192,11 @@ class AvroCodec:
         if schema.schema_str is None:
             raise CodecError(f"schema id {schema_id}: the registry answered no schema text")
         try:
-            parsed = fastavro.parse_schema(self._plain(json.loads(schema.schema_str)))
+            plain = self._plain(json.loads(schema.schema_str))
+            parsed = fastavro.parse_schema(plain)
         except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
             raise CodecError(f"schema id {schema_id} is not an Avro schema: {exc}") from exc
+        self._compiled_by_id[schema_id] = compile_reader(plain)
         self._by_id[schema_id] = parsed
         return parsed
 
@@ -208,6 +232,13 @@ class AvroCodec:
 
     def _plain(self, schema: Any) -> Any:
         return schema if self.logical_types else without_logical_types(schema)
+
+
+class _Writer(NamedTuple):
+    schema_id: int
+    header: bytes  # the 5-byte frame
+    parsed: Any  # fastavro's parsed schema
+    compiled: Callable[[Mapping[str, Any]], bytes] | None
 
 
 def _definitive(exc: SchemaRegistryError) -> bool:
