@@ -99,7 +99,8 @@ class AvroCodec:
         try:
             body = io.BytesIO(memoryview(data)[_HEADER.size :])
             value = fastavro.schemaless_reader(body, writer, reader)
-        except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:
+            # OverflowError: a timestamp-millis past the years a datetime holds (1 to 9999).
             schema_id = _HEADER.unpack_from(data)[1]
             raise CodecError(f"schema id {schema_id}: body does not decode: {exc}") from exc
         if not isinstance(value, dict):  # every memstream schema is a record

@@ -163,6 +163,14 @@ def build(corpus: Corpus, voice: bool) -> None:
         bads.append((corpus.avro(_telemetry("initech", f"Dated {days} days ahead.", n,
                                             event_time=NOW + timedelta(days=days))),
                      partition_for_tenant("initech", 2), "event_time_ahead"))
+    for millis in (2**62, -(2**62)):  # past the years a datetime holds: not a crash either
+        n += 1
+        record = {**as_record(_telemetry("initech", "Dated past year 9999.", n)),
+                  "event_time": millis}
+        spec = topic_spec("telemetry.v1")
+        bads.append((corpus.codec.encode(subject_for(corpus.settings, spec),
+                                         latest_schema(spec.schema), record),
+                     partition_for_tenant("initech", 2), "undecodable"))
     for i in range(max(len(goods), len(bads))):
         if i < len(goods):
             corpus.good_event(goods[i])

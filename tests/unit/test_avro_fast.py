@@ -167,6 +167,16 @@ def test_a_record_the_compiled_code_refuses_gets_fastavros_bytes_or_error(record
     assert got == expected
 
 
+def test_a_timestamp_past_year_9999_is_undecodable_not_an_overflow() -> None:
+    schema = {"type": "record", "name": "T", "fields": [
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}
+    codec = AvroCodec(_Registry(schema))  # type: ignore[arg-type]
+    for millis in (2**62, -(2**62)):
+        body = codec.encode("s", schema, {"at": millis})
+        with pytest.raises(CodecError, match="does not decode"):
+            codec.decode(body)
+
+
 BOOL_LONG = {"type": "record", "name": "B", "fields": [
     {"name": "b", "type": "boolean"}, {"name": "n", "type": "long"}]}
 
