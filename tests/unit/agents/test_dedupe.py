@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from agents.dedupe import content_hash, memory_id
+from streams.common import content
 from streams.common.content import normalize_text
 from streams.common.exceptions import ValidationError
 
@@ -67,3 +68,16 @@ def test_memory_id_rejects_empty_tenant_or_content(tenant: str, text: str, field
     with pytest.raises(ValidationError) as raised:
         memory_id(tenant, text)
     assert raised.value.field == field
+
+
+def test_the_normalization_cache_answers_as_the_function_does_and_holds_short_ascii_only(
+) -> None:
+    texts = ["Hello!", "  x  ", "\x1c a \x1f", "A" * 512, "A" * 513, "ÉCOLE", "\ufdfa" * 3,
+             "", "...", "Don't\tuse\nv3.5", "ＨＥＬＬＯ"]
+    content._normalize_cached.cache_clear()
+    for text in texts:
+        assert normalize_text(text) == content._normalize(text)
+        assert normalize_text(text) == content._normalize(text)  # the second from the cache
+    # Cached: the ASCII texts up to 512 characters; never a longer or a non-ASCII one.
+    assert content._normalize_cached.cache_info().currsize == 7
+    assert content._normalize_cached.cache_info().hits == 7
