@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import msgpack
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch
 
 from streams.common.private_files import private_dir
 from streams.processing.exceptions import StoreClosedError
@@ -27,6 +27,14 @@ from streams.processing.exceptions import StoreClosedError
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = b"\x00memstream:changelog-offset"
+# RocksDB's table options, as Quix Streams sets them: one block cache for every store of
+# the process (a ceiling, filled as blocks are read; RocksDB's default is 8 MB per store,
+# less than one tenant's memories), a bloom filter of 10 bits per key (a get for a key
+# that is not there, as for every new text, skips the data blocks: 0.3 instead of 3.2 µs)
+# and lz4 blocks. Files written before keep their format; RocksDB reads both.
+BLOCK_CACHE_BYTES = 128 * 1024 * 1024
+BLOOM_BITS_PER_KEY = 10
+_block_cache: Cache | None = None
 _ABSENT = object()
 _DELETED = object()
 Emit = Callable[[str, int, bytes, bytes | None], None]
@@ -52,6 +60,20 @@ def _legacy_bytes(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def _options() -> Options:
+    global _block_cache  # noqa: PLW0603 - one cache per process, made on first use
+    if _block_cache is None:
+        _block_cache = Cache(BLOCK_CACHE_BYTES)
+    table = BlockBasedOptions()
+    table.set_block_cache(_block_cache)
+    table.set_bloom_filter(BLOOM_BITS_PER_KEY, True)
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_block_based_table_factory(table)
+    options.set_compression_type(DBCompressionType.lz4())
+    return options
+
+
 class PartitionStore:
     """One store's data for one partition."""
 
@@ -61,8 +83,7 @@ class PartitionStore:
         self.partition = partition
         self._emit = emit
         private_dir(path)  # RocksDB files take the umask's mode: the 0700 directory guards them
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
+        options = _options()
         self._db = Rdict(str(path), options)
         # This batch's writes not yet sent to the changelog: the values themselves (_DELETED
         # for a delete), encoded once, by send_changes.
