@@ -11,7 +11,7 @@ not decode) raises ``NotTakenError``: the caller then hands that record to fasta
 writes or rejects it as it always did. Avro's binary encoding has one form per value, so
 both produce the same bytes (a differential test checks every schema in ``schemas/``).
 
-(About 330 lines: the writer and the reader are generated case by case over the same
+(About 340 lines: the writer and the reader are generated case by case over the same
 shapes, and each is read against the other.)
 """
 
@@ -142,27 +142,41 @@ def _optional(schema: list[Any]) -> tuple[int, Any]:
 # -- writing ------------------------------------------------------------------------------
 def compile_writer(schema: Any) -> Callable[[Mapping[str, Any]], bytes] | None:
     """A function writing a record's Avro body, or None where the schema is not compiled."""
+    return _compiled(schema, _write, "write", "def write(record):\n    o = bytearray()",
+                     "return bytes(o)", {"L": _long, "D": _DOUBLE.pack, "F": _FLOAT.pack,
+                                         "datetime": datetime, "millis": _millis})
+
+
+def _compiled(schema: Any, generate: Callable[[_Source, Any, str], None], name: str,
+              head: str, tail: str, scope: dict[str, Any]) -> Any:
+    """Python source for ``schema`` by ``generate``, between ``head`` and ``tail``, compiled
+    into the function ``name`` (None where a shape is not compiled)."""
     named: dict[str, Any] = {}
     _names(schema, "", named)
     src = _Source(named)
     try:
-        _write(src, schema, "record")
+        generate(src, schema, "record")
     except (UnsupportedShapeError, RecursionError):
         return None
     body = "\n".join(src.lines)
-    code = f"def write(record):\n    o = bytearray()\n{body}\n    return bytes(o)\n"
-    scope: dict[str, Any] = {"NotTakenError": NotTakenError, "L": _long, "D": _DOUBLE.pack,
-                             "F": _FLOAT.pack, "datetime": datetime, "millis": _millis}
-    exec(compile(code, f"<avro writer {schema.get('name', '?')}>", "exec"), scope)  # noqa: S102
-    return scope["write"]  # type: ignore[no-any-return]
+    code = f"{head}\n{body}\n    {tail}\n"
+    scope = {**scope, "NotTakenError": NotTakenError}
+    exec(compile(code, f"<avro {name} {schema.get('name', '?')}>", "exec"), scope)  # noqa: S102
+    return scope[name]
+
+
+def _shape(src: _Source, schema: Any) -> tuple[Any, str, str | None]:
+    """The schema (named types resolved), its type and its logical type, if compiled."""
+    schema = src.resolve(schema)
+    kind, logical = _kind(schema)
+    if logical is not None and (kind, logical) != ("long", "timestamp-millis"):
+        raise UnsupportedShapeError(f"logical type {logical!r}")
+    return schema, kind, logical
 
 
 def _write(src: _Source, schema: Any, value: str) -> None:  # noqa: C901, PLR0912 - one case per type
-    schema = src.resolve(schema)
-    kind, logical = _kind(schema)
+    schema, kind, logical = _shape(src, schema)
     add = src.add
-    if logical is not None and (kind, logical) != ("long", "timestamp-millis"):
-        raise UnsupportedShapeError(f"logical type {logical!r}")
     if kind == "null":
         add(f"if {value} is not None: raise NotTakenError")
     elif kind == "boolean":
@@ -235,19 +249,9 @@ def compile_reader(schema: Any) -> Callable[[bytes, int], dict[str, Any]] | None
     """A function reading a record from an Avro body at an offset, or None where the schema
     is not compiled. ``timestamp-millis`` reads as an aware datetime, as in fastavro; a
     schema stripped of logical types reads epoch milliseconds."""
-    named: dict[str, Any] = {}
-    _names(schema, "", named)
-    src = _Source(named)
-    try:
-        _read(src, schema, "record")
-    except (UnsupportedShapeError, RecursionError):
-        return None
-    body = "\n".join(src.lines)
-    code = f"def read(d, p):\n    n_ = len(d)\n{body}\n    return record\n"
-    scope: dict[str, Any] = {"NotTakenError": NotTakenError, "D": _DOUBLE.unpack_from,
-                             "F": _FLOAT.unpack_from, "EPOCH": _EPOCH, "TD": timedelta}
-    exec(compile(code, f"<avro reader {schema.get('name', '?')}>", "exec"), scope)  # noqa: S102
-    return scope["read"]  # type: ignore[no-any-return]
+    return _compiled(schema, _read, "read", "def read(d, p):\n    n_ = len(d)",
+                     "return record", {"D": _DOUBLE.unpack_from, "F": _FLOAT.unpack_from,
+                                       "EPOCH": _EPOCH, "TD": timedelta})
 
 
 def _read_long(src: _Source, value: str) -> None:
@@ -266,11 +270,8 @@ def _read_long(src: _Source, value: str) -> None:
 
 
 def _read(src: _Source, schema: Any, value: str) -> None:  # noqa: C901, PLR0912, PLR0915 - one case per type
-    schema = src.resolve(schema)
-    kind, logical = _kind(schema)
+    schema, kind, logical = _shape(src, schema)
     add = src.add
-    if logical is not None and (kind, logical) != ("long", "timestamp-millis"):
-        raise UnsupportedShapeError(f"logical type {logical!r}")
     if kind == "null":
         add(f"{value} = None")
     elif kind == "boolean":
