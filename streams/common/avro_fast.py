@@ -75,9 +75,11 @@ def _names(schema: Any, space: str, found: dict[str, Any]) -> None:
         if kind in ("record", "enum", "fixed"):
             name = schema["name"]
             space = schema.get("namespace", space) if "." not in name else name.rsplit(".", 1)[0]
-            found[name] = found[name.rsplit(".", 1)[-1]] = schema
-            if space and "." not in name:
-                found[f"{space}.{name}"] = schema
+            short = name.rsplit(".", 1)[-1]
+            # A short name two namespaces define is ambiguous: not compiled (None).
+            found[short] = schema if found.get(short, schema) is schema else None
+            if space:
+                found[f"{space}.{short}"] = schema
         for field in schema.get("fields", ()):
             _names(field["type"], space, found)
         for key in ("items", "values"):
@@ -105,7 +107,7 @@ class _Source:
 
     def resolve(self, schema: Any) -> Any:
         if isinstance(schema, str) and schema not in _PRIMITIVES:
-            if schema not in self.named or schema in self._open:
+            if self.named.get(schema) is None or schema in self._open:
                 raise UnsupportedShapeError(f"named type {schema!r}")
             return self.named[schema]
         if isinstance(schema, dict) and isinstance(schema.get("type"), (dict, list)):
@@ -154,14 +156,14 @@ def _compiled(schema: Any, generate: Callable[[_Source, Any, str], None], name: 
     named: dict[str, Any] = {}
     _names(schema, "", named)
     src = _Source(named)
+    scope = {**scope, "NotTakenError": NotTakenError}
     try:
         generate(src, schema, "record")
-    except (UnsupportedShapeError, RecursionError):
+        code = f"{head}\n" + "\n".join(src.lines) + f"\n    {tail}\n"
+        # SyntaxError: Python nests at most 20 blocks (arrays of arrays of ... records).
+        exec(compile(code, f"<avro {name} {schema.get('name', '?')}>", "exec"), scope)  # noqa: S102
+    except (UnsupportedShapeError, RecursionError, SyntaxError):
         return None
-    body = "\n".join(src.lines)
-    code = f"{head}\n{body}\n    {tail}\n"
-    scope = {**scope, "NotTakenError": NotTakenError}
-    exec(compile(code, f"<avro {name} {schema.get('name', '?')}>", "exec"), scope)  # noqa: S102
     return scope[name]
 
 

@@ -107,6 +107,10 @@ def test_timestamps_read_as_aware_datetimes_and_write_from_them() -> None:
         write({"at": datetime(2026, 12, 2)})  # noqa: DTZ001
 
 
+def _nested_arrays(depth: int) -> Any:
+    return "long" if depth == 0 else {"type": "array", "items": _nested_arrays(depth - 1)}
+
+
 @pytest.mark.parametrize("schema", [
     {"type": "record", "name": "U", "fields": [{"name": "u", "type": ["string", "long"]}]},
     {"type": "record", "name": "U", "fields": [{"name": "u", "type": ["null", "string", "long"]}]},
@@ -115,7 +119,15 @@ def test_timestamps_read_as_aware_datetimes_and_write_from_them() -> None:
     {"type": "record", "name": "N", "fields": [{"name": "next", "type": ["null", "N"]}]},
     {"type": "record", "name": "A", "fields": [{"name": "a", "type": {"type": "array",
                                                                   "items": "null"}}]},
-], ids=["two-type-union", "three-branch-union", "date", "recursive", "array-of-null"])
+    {"type": "record", "name": "Deep", "fields": [{"name": "a", "type": _nested_arrays(30)}]},
+    {"type": "record", "name": "Two", "fields": [
+        {"name": "x", "type": {"type": "record", "name": "X", "namespace": "one",
+                               "fields": [{"name": "i", "type": "int"}]}},
+        {"name": "y", "type": {"type": "record", "name": "X", "namespace": "two",
+                               "fields": [{"name": "s", "type": "string"}]}},
+        {"name": "z", "type": "X"}]},
+], ids=["two-type-union", "three-branch-union", "date", "recursive", "array-of-null",
+        "deeper-than-python-nests", "one-short-name-two-types"])
 def test_shapes_not_compiled_are_left_to_fastavro(schema: dict[str, Any]) -> None:
     assert compile_reader(schema) is None
     if schema["name"] != "A":  # arrays of null write (no read guard needed)
