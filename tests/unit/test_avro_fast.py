@@ -12,7 +12,7 @@ import io
 import json
 import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -105,6 +105,11 @@ def test_timestamps_read_as_aware_datetimes_and_write_from_them() -> None:
     assert read(body, 0) == {"at": moment - timedelta(microseconds=456)}
     with pytest.raises(NotTakenError):  # a naive datetime's zone is fastavro's business
         write({"at": datetime(2026, 12, 2)})  # noqa: DTZ001
+    east, west = timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))
+    for aware in (datetime(1969, 7, 20, 20, 17, 40, 999999, tzinfo=west),  # before the epoch
+                  datetime(1, 1, 1, 5, 30, tzinfo=east), datetime(9999, 12, 31, tzinfo=UTC),
+                  datetime(2026, 3, 29, 2, 30, 0, 500, tzinfo=east)):
+        assert write({"at": aware}) == _fastavro_bytes(schema, {"at": aware}), aware
 
 
 def _nested_arrays(depth: int) -> Any:
