@@ -5,12 +5,12 @@ workers kept running. memstream runs ``memstream worker --agents score,memorize`
 process; the peer is ``bench.quix_peer`` (Quix Streams, exactly-once, RocksDB state) in the
 quix venv. Each gets its own topic prefix. A first pass memorizes the events (memstream
 embeds them; the peer uses stand-in vectors); then each repeat puts the same events again
-under new event ids — exact duplicates, so nothing is embedded — into each system's
-telemetry in ONE input transaction (read_committed: the worker sees them all at once) and
-times commit of that input → the group has committed every input and every scored record
-(the memories.v1 output commits with the latter). CPU per event is the worker process's
-utime+stime over that window. Then: worker start → first committed batch (models cached),
-and two memstream workers in one group against one, pass by pass. Last, each system's
+under new event ids in new interactions — exact duplicates, so nothing is embedded — into
+each system's telemetry in ONE input transaction (read_committed: the worker sees them all
+at once) and times commit of that input → the group has committed every input and every
+scored record (the memories.v1 output commits with the latter). CPU per event is the worker
+process's utime+stime over that window. Then: worker start → first committed batch (models
+cached), and two memstream workers in one group against one, pass by pass. Last, each system's
 memories.v1 must account for every event it was given. Prints a table and one JSON line.
 
     MEMSTREAM_EXTRAS="dev compare" make install
@@ -72,9 +72,22 @@ def _say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def duplicates(events: Sequence[TelemetryEvent]) -> list[TelemetryEvent]:
-    """The events again under new event ids: exact duplicates of memorized content."""
-    return [replace(e, event_id=str(uuid.uuid4())) for e in events]
+def duplicates(events: Sequence[TelemetryEvent], *, reuse_interactions: bool = False
+               ) -> list[TelemetryEvent]:
+    """The events again under new event ids: exact duplicates of memorized content, asked
+    again in new interactions (the events of one interaction share its new id). With
+    ``reuse_interactions`` they keep their interaction ids, as before 2026-12-02: then every
+    pass adds its events to the same interactions, and score's join state for each grows
+    by a pass's events, texts included, every pass (a real interaction is one exchange)."""
+    fresh: dict[str, str] = {}
+
+    def interaction(e: TelemetryEvent) -> str:
+        if reuse_interactions:
+            return e.interaction_id
+        return fresh.setdefault(e.interaction_id, str(uuid.uuid4()))
+
+    return [replace(e, event_id=str(uuid.uuid4()), interaction_id=interaction(e))
+            for e in events]
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -116,6 +129,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     writer = None
     try:
         work = generate_workload(args.events, args.tenants, args.dup_ratio, args.seed)
+
+        def again(events: Sequence[TelemetryEvent]) -> list[TelemetryEvent]:
+            return duplicates(events, reuse_interactions=args.reuse_interactions)
+
         n = len(work.events)
         result["workload"] = {"events": n, "unique_texts": len(work.unique_texts),
                               "spread": tenant_spread(work.events, args.partitions)}
@@ -151,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                     "-o", args.py_spy_out], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         for i in range(args.repeats):
-            dups = encode_events(mine, duplicates(work.events))
+            dups = encode_events(mine, again(work.events))
             for system in systems if i % 2 == 0 else systems[::-1]:
                 p = timed_pass(system, writer, dups, args.timeout)
                 rates[system.name].values.append(p.per_s)
@@ -179,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         starts = {s.name: Spread() for s in systems}
         phases: dict[str, Spread] = {}
         for _ in range(args.repeats if args.start_events else 0):
-            dups = encode_events(mine, duplicates(work.events[: args.start_events]))
+            dups = encode_events(mine, again(work.events[: args.start_events]))
             for system in systems:
                 system.stop()
                 before = committed_total(system)
@@ -207,13 +224,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pair_ratios: list[float] = []
         two_tx: list[int | None] = []
         for i in range(0 if args.skip_two else args.repeats):
-            single = timed_pass(ms, writer, encode_events(mine, duplicates(work.events)),
+            single = timed_pass(ms, writer, encode_events(mine, again(work.events)),
                                 args.timeout)
             change = time.time()
             ms.spawn(1)
             wait_members(ms, 2, args.timeout)
             wait_rebuilt(ms, change, args.timeout)
-            double = timed_pass(ms, writer, encode_events(mine, duplicates(work.events)),
+            double = timed_pass(ms, writer, encode_events(mine, again(work.events)),
                                 args.timeout)
             change = time.time()
             ms.stop(1)
@@ -360,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--py-spy", help="py-spy binary: profile memstream's worker over "
                         "the repeats (collapsed stacks to --py-spy-out)")
     parser.add_argument("--py-spy-out", default="peers-memstream.txt")
+    parser.add_argument("--reuse-interactions", action="store_true",
+                        help="repeats keep the events' interaction ids (the records before "
+                             "2026-12-02): score's join state grows every pass")
     parser.add_argument("--keep-topics", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.peer_systems import _caught_up, start_phases
-from bench.peers import tenant_spread
+from bench.peers import duplicates, tenant_spread
 from streams.common.partitioning import partition_for_tenant
 from streams.sdk.events import TelemetryEvent
 
@@ -52,3 +52,15 @@ def test_start_phases_are_read_after_the_spawn_only(tmp_path: Path) -> None:
         "topics, processor, init_transactions": 1.5,
         "group join + stores + index rebuild": 2.0,
     }
+
+
+def test_repeats_are_new_events_in_new_interactions_unless_asked_to_reuse_them() -> None:
+    events = [TelemetryEvent(tenant="t", session_id="s", interaction_id=i, kind="QUERY",
+                             text=f"text {k}") for k, i in enumerate(["a", "a", "b"])]
+    fresh = duplicates(events)
+    assert [e.text for e in fresh] == [e.text for e in events]
+    assert not {e.event_id for e in fresh} & {e.event_id for e in events}
+    assert fresh[0].interaction_id == fresh[1].interaction_id != fresh[2].interaction_id
+    assert not {e.interaction_id for e in fresh} & {"a", "b"}
+    kept = duplicates(events, reuse_interactions=True)
+    assert [e.interaction_id for e in kept] == ["a", "a", "b"]
