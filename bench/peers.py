@@ -76,9 +76,10 @@ def duplicates(events: Sequence[TelemetryEvent], *, reuse_interactions: bool = F
                ) -> list[TelemetryEvent]:
     """The events again under new event ids: exact duplicates of memorized content, asked
     again in new interactions (the events of one interaction share its new id). With
-    ``reuse_interactions`` they keep their interaction ids, as before 2026-12-02: then every
-    pass adds its events to the same interactions, and score's join state for each grows
-    by a pass's events, texts included, every pass (a real interaction is one exchange)."""
+    ``reuse_interactions`` they keep their interaction ids, as in the records before
+    ``ccc0f43``: then every pass adds its events to the same interactions, and score's join
+    state for each grows by a pass's events, texts included (a real interaction is one
+    exchange)."""
     fresh: dict[str, str] = {}
 
     def interaction(e: TelemetryEvent) -> str:
@@ -379,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--py-spy-out", default="peers-memstream.txt")
     parser.add_argument("--reuse-interactions", action="store_true",
                         help="repeats keep the events' interaction ids (the records before "
-                             "2026-12-02): score's join state grows every pass")
+                             "ccc0f43): score's join state grows every pass")
     parser.add_argument("--keep-topics", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
     args = parser.parse_args(argv)
