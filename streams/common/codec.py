@@ -53,8 +53,8 @@ class AvroCodec:
         self.logical_types = logical_types
         self._lock = threading.Lock()
         self._writers: dict[tuple[str, str], _Writer] = {}
-        self._by_id: dict[int, Any] = {}
-        self._compiled_by_id: dict[int, Reader | None] = {}
+        # schema id -> (fastavro's parsed writer schema, the compiled reader or None)
+        self._by_id: dict[int, tuple[Any, Reader | None]] = {}
         self._readers: dict[str, Any] = {}
         # Hot path: callers pass the same schema objects (registry.latest_schema is cached),
         # so look them up by identity; the cached object is kept so its id stays unique.
@@ -119,9 +119,10 @@ class AvroCodec:
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise CodecError(f"magic byte {magic}, expected {MAGIC}: not Confluent-framed Avro")
-        writer = self._writer_by_id(schema_id)
+        writer, compiled = self._writer_by_id(schema_id)
         reader = self._resolution(schema_id, writer, reader_schema)
-        compiled = self._compiled_by_id.get(schema_id) if reader is None else None
+        if reader is not None:
+            compiled = None  # compiled for the writer's schema: no resolution
         if len(self._decode_fast) < 1024:
             self._decode_fast[(data[: _HEADER.size], id(reader_schema))] = (
                 reader_schema, writer, reader, compiled)
@@ -147,9 +148,9 @@ class AvroCodec:
             entry = _Writer(schema_id, _HEADER.pack(MAGIC, schema_id),
                             fastavro.parse_schema(dict(schema)), compile_writer(dict(schema)))
             self._writers[key] = entry
-            if self.logical_types and schema_id not in self._by_id:  # else decoding
-                self._by_id[schema_id] = entry.parsed  # parses its own plain copy
-                self._compiled_by_id[schema_id] = compile_reader(dict(schema))
+            # Decoding with logical types reuses this schema; without, it parses a plain copy.
+            if self.logical_types and schema_id not in self._by_id:
+                self._by_id[schema_id] = (entry.parsed, compile_reader(dict(schema)))
             return entry
 
     def _resolve(self, subject: str, schema: Schema) -> int:
@@ -173,7 +174,7 @@ class AvroCodec:
             raise CodecError(f"registry found {subject!r}'s schema but answered no id")
         return schema_id
 
-    def _writer_by_id(self, schema_id: int) -> Any:
+    def _writer_by_id(self, schema_id: int) -> tuple[Any, Reader | None]:
         cached = self._by_id.get(schema_id)
         if cached is not None:
             return cached
@@ -197,9 +198,8 @@ class AvroCodec:
             parsed = fastavro.parse_schema(plain)
         except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
             raise CodecError(f"schema id {schema_id} is not an Avro schema: {exc}") from exc
-        self._compiled_by_id[schema_id] = compile_reader(plain)
-        self._by_id[schema_id] = parsed
-        return parsed
+        entry = self._by_id[schema_id] = (parsed, compile_reader(plain))
+        return entry
 
     def _resolution(
         self, schema_id: int, writer: Any, reader_schema: Mapping[str, Any] | None
