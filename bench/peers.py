@@ -80,14 +80,9 @@ def duplicates(events: Sequence[TelemetryEvent], *, reuse_interactions: bool = F
     ``ccc0f43``: then every pass adds its events to the same interactions, and score's join
     state for each grows by a pass's events, texts included (a real interaction is one
     exchange)."""
-    fresh: dict[str, str] = {}
-
-    def interaction(e: TelemetryEvent) -> str:
-        if reuse_interactions:
-            return e.interaction_id
-        return fresh.setdefault(e.interaction_id, str(uuid.uuid4()))
-
-    return [replace(e, event_id=str(uuid.uuid4()), interaction_id=interaction(e))
+    fresh = {e.interaction_id: (e.interaction_id if reuse_interactions else str(uuid.uuid4()))
+             for e in events}
+    return [replace(e, event_id=str(uuid.uuid4()), interaction_id=fresh[e.interaction_id])
             for e in events]
 
 
