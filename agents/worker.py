@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import KafkaException
 
 from streams.common.admin import ensure_changelog_topics, ensure_topics
+from streams.common.heap import batch_collector
 from streams.common.observability import StateDirCollector, WorkerMetrics
 from streams.common.settings import Settings
 from streams.processing.api import Agent
@@ -148,6 +149,7 @@ def run_worker(
     watchdog = None
     if threading.current_thread() is threading.main_thread():
         # A process of its own: SIGTERM always ends it, and so does a stuck client call.
+        batch_collector()
         watchdog = Watchdog(
             stop, stop_grace_s=settings.stop_grace_s, call_grace_s=settings.client_call_grace_s
         ).start()

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
+from streams.common.heap import freeze_heap
 from streams.common.settings import Settings
 from streams.processing.api import Agent
 from streams.processing.clients import GroupConsumer
@@ -121,3 +122,5 @@ class Ownership:
         access = StoreMap(self.stores)
         for agent in self.agents:
             agent.rebuild(self.owned, access)
+        # What the agents rebuilt lives until the next rebuild: keep it out of collections.
+        freeze_heap()

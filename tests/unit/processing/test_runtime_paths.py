@@ -3,8 +3,8 @@
 Branches:
 
 - assignment: the stores of every (agent store, assigned partition) are opened and restored
-  together, then every agent rebuilds for the owned partitions; a later assignment reuses
-  the open stores;
+  together, then every agent rebuilds for the owned partitions, and what it rebuilt is
+  frozen out of the collector's full collections; a later assignment reuses the open stores;
 - shutdown: the consumer, every store and every agent (``Agent.close``) are closed, also
   when ``run`` ends on an error;
 - data errors: a record agent code keeps failing on is isolated by bisection and
@@ -21,6 +21,7 @@ Branches:
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from kafka_fakes import FakeConsumer, kafka_error, message
 from runtime_rigs import RuntimeRig
 
 from streams.common.exceptions import ValidationError
+from streams.common.heap import is_frozen
 from streams.common.settings import load_settings
 from streams.processing.api import Agent, BatchContext, InputRecord, StoreAccess
 from streams.processing.exceptions import AgentFailedError
@@ -204,6 +206,19 @@ def test_after_a_revoke_the_agents_rebuild_only_what_is_still_owned(
     # The retry of the flaky batch aborted once: its rebuild sees partition 0 alone.
     assert agent.rebuilds == [[0, 1], [0]]
     assert _outputs(rig) == ["a", "flaky"]
+
+
+def test_what_the_agents_rebuilt_is_frozen_out_of_full_collections(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    agent = Echo()
+    rig = runtime_factory([agent], FakeConsumer([_records(["a"])], rebalances={0: _assign(0)}))
+    try:
+        rig.run()
+        assert agent.rebuilds == [[0]]
+        assert is_frozen(agent.rebuilds[0]), "the rebuilt state is walked by every full collection"
+    finally:
+        gc.unfreeze()
 
 
 def test_a_rebalance_during_a_batch_fences_its_offsets_and_nothing_is_applied(
