@@ -8,11 +8,11 @@ start-up heap, ~100 ms on a read replica of 100,000 memories (``bench.heap``). F
 that dies; only garbage *cycles* among frozen objects wait for the next ``freeze_heap``,
 which first unfreezes and collects them.
 
-A batch keeps its decoded records (~10,000 containers for 1,024 records) alive while it runs.
-At CPython's default of a young collection every 700 allocations, each batch walked them
-about 13 times and promoted them towards full collections: the collector took ~9 µs of
-the worker's CPU per event, ~1 µs with the heap frozen and young collections every 10,000
-(bench/RESULTS.md, "The collector").
+A batch keeps its decoded records alive while it runs. At CPython's default of a young
+collection every 700 allocations, a batch of 1,024 records ran 13 young collections, which
+walked them and promoted them towards full collections: the collector took ~9 µs of the
+worker's CPU per event; ~1.5 µs with the heap frozen and a young collection every 10,000
+allocations (bench/RESULTS.md, "The collector").
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ class ReplicaFeed:
                 if self.lag() == 0:
                     if not self.caught_up.is_set():
                         # Before ready: the replica loaded so far leaves full collections
-                        # (~60 ms at 100,000 memories, with every recall waiting on it).
+                        # (~100 ms at 100,000 memories, every recall waiting on it).
                         freeze_heap()
                     self.caught_up.set()
                     if until_end:
