@@ -1,7 +1,7 @@
 """The read service's feed, on the real broker: what the replica holds when it first
 catches up (a snapshot, the log read since) is frozen out of the collector's full
 collections before the service reports ready, so a recall never waits for a walk over it
-(a full collection took ~60 ms at 100,000 memories; bench/RESULTS.md)."""
+(a full collection took ~100 ms at 100,000 memories; bench/RESULTS.md)."""
 
 from __future__ import annotations
 
