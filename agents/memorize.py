@@ -10,7 +10,7 @@ embedding included). The exact index per tenant (``streams.models.index``) is de
 ``memories`` whenever the owned partitions change, so it never holds an uncommitted memory
 and is never re-embedded.
 
-(About 350 lines: one agent's decisions — exact, near, fact change, delete — over two
+(About 390 lines: one agent's decisions — exact, near, fact change, delete — over two
 stores; what a memory record becomes in each case is ``agents.memory_records``.)
 """
 
@@ -85,11 +85,16 @@ class MemorizeAgent(Agent):
         self.metrics = metrics
         self.indexes = TenantIndexes(embedder.model_id, embedder.dimension)
         self._exact_duplicates = metrics.duplicates.labels("exact")
+        # (tenant, memory id) of the superseded memories of the owned partitions: content of
+        # theirs stated again is decided like new content, and its search joins the batch's
+        # prefetch. Only a hint (a miss searches alone, a stale entry prefetches for nothing).
+        self._superseded: set[tuple[str, str]] = set()
 
     def rebuild(self, partitions: frozenset[int], stores: StoreAccess) -> None:
         """Rebuild the tenant indexes from the committed memories of the owned partitions."""
         started = time.monotonic()
         self.indexes.clear()
+        self._superseded.clear()
         # Per tenant, added in one call: one faiss add per memory made restarts slow.
         ids: dict[str, list[str]] = {}
         vectors: dict[str, list[np.ndarray]] = {}
@@ -100,6 +105,8 @@ class MemorizeAgent(Agent):
             for _key, memory in stores.store("memories", partition).committed_items():
                 # Superseded memories leave the near-duplicate index: later statements
                 # compare against the current value.
+                if memory.get("superseded_by") and not memory["deleted"]:
+                    self._superseded.add((memory["tenant"], memory["memory_id"]))
                 if memory["deleted"] or memory["model_id"] != model \
                         or memory.get("superseded_by"):
                     continue
@@ -127,8 +134,10 @@ class MemorizeAgent(Agent):
         known: dict[tuple[str, str], dict[str, Any]] = {}
         vectors = self._embed_unseen(valid, known, ctx)
         # Each tenant's near-duplicate candidates for the whole batch in one pass over its
-        # vectors; _place completes them with the memories the batch adds before them.
-        self.indexes.prefetch(vectors, k=NEAR_CANDIDATES)
+        # vectors (new content and superseded content stated again); _place completes them
+        # with the memories the batch adds before them.
+        self.indexes.prefetch({**vectors, **self._restated(valid, known, ctx)},
+                              k=NEAR_CANDIDATES)
         for record in valid:
             self._memorize(record, vectors, known, ctx)
         fault_point("memorize-embedded", prepare=ctx.flush)
@@ -220,6 +229,27 @@ class MemorizeAgent(Agent):
             vectors.update(zip(chunk, matrix, strict=True))
         return vectors
 
+    def _restated(
+        self,
+        records: list[InputRecord],
+        known: dict[tuple[str, str], dict[str, Any]],
+        ctx: BatchContext,
+    ) -> dict[tuple[str, str], np.ndarray]:
+        """The vectors of known content whose memory is superseded, for the prefetch: a
+        repeated stream restates each changed fact, and one search at a time over all the
+        tenant's memories was ~22 % of the worker's samples on 20,000-event passes."""
+        restated: dict[tuple[str, str], np.ndarray] = {}
+        for r in records:
+            slot = (r.value["tenant"], r.value["content_hash"])
+            seen = known.get(slot)
+            if seen is None or slot in restated \
+                    or (slot[0], seen["memory_id"]) not in self._superseded:
+                continue
+            memory = ctx.store("memories", r.partition).get(f"{slot[0]}{SEP}{seen['memory_id']}")
+            if memory is not None and self._restates_superseded(memory, r.value):
+                restated[slot] = vector_from_bytes(memory["embedding"], memory["dimension"])
+        return restated
+
     def _memorize(
         self,
         record: InputRecord,
@@ -254,7 +284,7 @@ class MemorizeAgent(Agent):
                 self._save(memory, memories, ctx)
                 return
             # A value that was superseded, stated again: decided like new content.
-            vector, key = vector_from_bytes(memory["embedding"], memory["dimension"]), None
+            vector = vector_from_bytes(memory["embedding"], memory["dimension"])
         else:
             gone = content.get(forgotten_event_key(tenant, v["event_id"]))
             if gone is not None:
@@ -264,8 +294,8 @@ class MemorizeAgent(Agent):
                     content.put(content_key, {"memory_id": memory["memory_id"], "similarity": 0.0})
                     self._save(memory, memories, ctx)
                     return
-            vector, key = vectors[(tenant, digest)], digest
-        memory, similarity = self._place(v, vector, memories, ctx, key)
+            vector = vectors[(tenant, digest)]
+        memory, similarity = self._place(v, vector, memories, ctx, digest)
         content.put(content_key, {"memory_id": memory["memory_id"], "similarity": similarity})
 
     def _restates_superseded(self, memory: dict[str, Any], v: dict[str, Any]) -> bool:
@@ -277,7 +307,7 @@ class MemorizeAgent(Agent):
 
     def _place(
         self, v: dict[str, Any], vector: np.ndarray, memories: Any, ctx: BatchContext,
-        key: str | None,
+        key: str,
     ) -> tuple[dict[str, Any], float]:
         """Merge into, supersede, or stand beside the nearest memories; save what changed
         and return the memory the content now belongs to, with the nearest similarity
@@ -337,6 +367,7 @@ class MemorizeAgent(Agent):
         if changed_at >= old_from:
             new["supersedes"] = old["memory_id"]
             old["superseded_by"] = new["memory_id"]
+            self._superseded.add((tenant, old["memory_id"]))
             old["superseded_at"] = changed_at
             old["event_id"] = v["event_id"]
             old["event_time"] = max(old["event_time"], changed_at)
@@ -345,6 +376,7 @@ class MemorizeAgent(Agent):
         else:
             new["superseded_by"] = old["memory_id"]
             new["superseded_at"] = old_from
+            self._superseded.add((tenant, new["memory_id"]))
             if old.get("supersedes") is None:
                 old["supersedes"] = new["memory_id"]
         self.metrics.supersessions.labels(found.kind or "unknown").inc()

@@ -13,6 +13,7 @@ from batch_ctx import BatchCtxFactory, RecordingBatchContext, avro_bytes, decode
 from agents.dedupe import content_hash, memory_id, restatement_id
 from agents.memorize import MemorizeAgent
 from streams.common.keys import SEP
+from streams.models.index import TenantVectors
 
 FRIDAY = "The auth service deploys on Friday."
 TUESDAY = "The auth service deploys on Tuesday."
@@ -259,3 +260,32 @@ def test_a_deleted_changed_value_replayed_after_its_deletion_stays_deleted(
     gone = stored(ctx, memory_id("acme", TUESDAY))
     assert gone["deleted"] and gone["text"] == "" and gone["supersedes"] is None
     assert all(m["deleted"] or m["text"] == FRIDAY for m in ctx.sent_to("memories.v1"))
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "after-rebuild"])
+def test_a_restatement_is_searched_with_the_batch_prefetch(
+    memorize_agent_factory: MemorizeFactory, ctx: RecordingBatchContext,
+    monkeypatch: pytest.MonkeyPatch, restart: bool,
+) -> None:
+    """A repeated stream states each changed fact again: its search joins the batch's one
+    pass over the tenant's vectors instead of a pass of its own, and decides the same."""
+    agent = memorize_agent_factory()
+    run(agent, ctx, [scored(FRIDAY, event_id="e-1", event_time=T0)],
+        [scored(TUESDAY, event_id="e-2", event_time=T1)])
+    if restart:
+        agent = memorize_agent_factory()
+        agent.rebuild(ALL, ctx.committed())
+    searches: list[int] = []
+    search = TenantVectors.search
+
+    def counted(self: TenantVectors, *args: Any, **kwargs: Any) -> Any:
+        searches.append(1)
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(TenantVectors, "search", counted)
+    run(agent, ctx, [scored(FRIDAY, event_id="e-3", event_time=T2)])
+
+    assert searches == [], "the restatement searched every vector on its own"
+    again = restatement_id("acme", FRIDAY, "e-3")
+    assert owner(ctx, FRIDAY) == again
+    assert stored(ctx, memory_id("acme", TUESDAY))["superseded_by"] == again
