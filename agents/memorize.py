@@ -103,12 +103,12 @@ class MemorizeAgent(Agent):
             if not stores.has("memories", partition):
                 continue
             for _key, memory in stores.store("memories", partition).committed_items():
+                if memory["deleted"] or memory["model_id"] != model:
+                    continue
                 # Superseded memories leave the near-duplicate index: later statements
                 # compare against the current value.
-                if memory.get("superseded_by") and not memory["deleted"]:
+                if memory.get("superseded_by"):
                     self._superseded.add((memory["tenant"], memory["memory_id"]))
-                if memory["deleted"] or memory["model_id"] != model \
-                        or memory.get("superseded_by"):
                     continue
                 tenant = memory["tenant"]
                 ids.setdefault(tenant, []).append(memory["memory_id"])
