@@ -1,5 +1,5 @@
 """Principals and ACLs against a real broker with authentication on: a KRaft Kafka of its
-own (SASL/SCRAM-SHA-512, StandardAuthorizer; ports 39092/39093 unless
+own (SASL/SCRAM-SHA-512, StandardAuthorizer; free ports unless
 MEMSTREAM_TEST_AUTH_KAFKA_PORT / _CONTROLLER_PORT say otherwise) next to the shared
 registry. Each role is refused what it must not do, and the whole pipeline (SDK → worker →
 read service, delete included) runs with exactly the ACLs `memstream acls apply` grants."""
@@ -29,7 +29,14 @@ from streams.ops.devstack.stack import DevStack
 from streams.sdk.client import MemoryClient
 from streams.sdk.events import TelemetryEvent
 from streams.sdk.producer import MemstreamProducer
-from tests.integration.harness import REPO, memstream_env, start_worker, stop_worker, wait_ready
+from tests.integration.harness import (
+    REPO,
+    free_port,
+    memstream_env,
+    start_worker,
+    stop_worker,
+    wait_ready,
+)
 from tests.integration.service_harness import Service
 
 USERS = {Role.PRODUCER: "memstream-sdk", Role.WORKER: "memstream-worker",
@@ -42,8 +49,11 @@ def auth_stack() -> Iterator[DevStack]:
     """The broker with authentication on, in a state dir of its own; stopped afterwards."""
     settings = load_settings(
         state_dir=Path(tempfile.gettempdir()) / "memstream-acl-stack",
-        dev_kafka_port=int(os.environ.get("MEMSTREAM_TEST_AUTH_KAFKA_PORT", "39092")),
-        dev_controller_port=int(os.environ.get("MEMSTREAM_TEST_AUTH_CONTROLLER_PORT", "39093")))
+        # Free ports: fixed ones inside the ephemeral range (32768-60999 on Linux) were once
+        # held by a client connection's local end, and the stack refused to start.
+        dev_kafka_port=int(os.environ.get("MEMSTREAM_TEST_AUTH_KAFKA_PORT") or free_port()),
+        dev_controller_port=int(os.environ.get("MEMSTREAM_TEST_AUTH_CONTROLLER_PORT")
+                                or free_port()))
     stack = DevStack(settings, auth=True)
     stack.up(print, registry=False)
     yield stack
