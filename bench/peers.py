@@ -10,7 +10,8 @@ each system's telemetry in ONE input transaction (read_committed: the worker see
 at once) and times commit of that input → the group has committed every input and every
 scored record (the memories.v1 output commits with the latter). CPU per event is the worker
 process's utime+stime over that window. Then: worker start → first committed batch (models
-cached), and two memstream workers in one group against one, pass by pass. Last, each system's
+cached), and two workers in one group against one, pass by pass, for each system (the peer's
+own 2 ÷ 1 shows what the same machine gives any exactly-once engine). Last, each system's
 memories.v1 must account for every event it was given. Prints a table and one JSON line.
 
     MEMSTREAM_EXTRAS="dev compare" make install
@@ -34,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.peer_systems import (
     REPO,
+    Encoded,
     InputWriter,
     Memstream,
     Quix,
+    System,
     committed_total,
     encode_events,
     start_phases,
@@ -201,8 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 system.spawn(0)
                 first_at: list[float] = []
                 wait_done(system, args.timeout, baseline=before, on_first=first_at.append)
-                first = (first_at or [time.perf_counter()])[0] - t0
-                starts[system.name].values.append(first)
+                starts[system.name].values.append((first_at or [time.perf_counter()])[0] - t0)
                 if system is ms:
                     for phase, at in start_phases(ms.logs / "memstream-0.log", wall0).items():
                         phases.setdefault(phase, Spread()).values.append(at)
@@ -211,52 +213,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["start_s"] = {k: v.values for k, v in starts.items()}
         result["start_phases_s"] = {k: v.values for k, v in phases.items()}
 
-        # Two memstream workers in one group against one, pass by pass (the load on a shared
-        # machine moves between phases): the second worker leaves after each of its passes
-        # (no static membership, so the group rebalances at once).
-        one, two = Spread(), Spread()
-        one_cpu, two_cpu = Spread(), Spread()
-        one_broker, two_broker = Spread(), Spread()
-        pair_ratios: list[float] = []
-        two_tx: list[int | None] = []
+        # Two workers in one group against one, pass by pass and system by system (the load
+        # on a shared machine moves between phases): the second worker leaves after each of
+        # its passes (no static membership, so the group rebalances at once). memstream's
+        # workers log when their stores are restored; the peer's get a warm-up pass.
+        pairs = {s.name: Pairs() for s in systems}
+
+        def ready(system: System, since: float) -> None:
+            """After a rebalance: memstream's workers have logged their stores restored;
+            the peer has done a small pass (Quix restores a partition's state before its
+            first record there)."""
+            if isinstance(system, Memstream):
+                wait_rebuilt(system, since, args.timeout)
+            else:
+                writer.put(system.settings.topic("telemetry.v1"), encode_events(
+                    system.settings, again(work.events[:WARM_UP_EVENTS])))
+                wait_done(system, args.timeout)
+
         for i in range(0 if args.skip_two else args.repeats):
-            single = timed_pass(ms, writer, encode_events(mine, again(work.events)),
-                                args.timeout)
-            change = time.time()
-            ms.spawn(1)
-            wait_members(ms, 2, args.timeout)
-            wait_rebuilt(ms, change, args.timeout)
-            double = timed_pass(ms, writer, encode_events(mine, again(work.events)),
-                                args.timeout)
-            change = time.time()
-            ms.stop(1)
-            wait_members(ms, 1, args.timeout)
-            wait_rebuilt(ms, change, args.timeout)
-            one.values.append(single.per_s)
-            one_cpu.values.append(single.cpu_us)
-            two.values.append(double.per_s)
-            two_cpu.values.append(double.cpu_us)
-            one_broker.values.append(single.broker_cpu_us)
-            two_broker.values.append(double.broker_cpu_us)
-            two_tx.append(double.transactions)
-            pair_ratios.append(double.per_s / single.per_s)
-            _say(f"pair {i + 1}: 1 worker {single.per_s:.0f}/s {single.cpu_us:.0f}µs, 2 workers "
-                 f"{double.per_s:.0f}/s {double.cpu_us:.0f}µs ({pair_ratios[-1]:.2f}×)")
-        result["two_workers"] = {"one_per_s": one.values, "one_cpu_us": one_cpu.values,
-                                 "per_s": two.values, "cpu_us": two_cpu.values,
-                                 "pair_ratios": pair_ratios, "transactions": two_tx,
-                                 "one_broker_cpu_us": one_broker.values,
-                                 "broker_cpu_us": two_broker.values}
+            for system in systems:
+                pair = pairs[system.name]
+
+                def records(system: System = system) -> Encoded:
+                    return encode_events(system.settings, again(work.events))
+
+                pair.run(system, writer, records, args.timeout, ready)
+                _say(f"pair {i + 1}, {system.name}: 1 worker {pair.one.values[-1]:.0f}/s "
+                     f"{pair.one_cpu.values[-1]:.0f}µs, 2 workers {pair.two.values[-1]:.0f}/s "
+                     f"{pair.two_cpu.values[-1]:.0f}µs ({pair.ratios[-1]:.2f}×)")
+        mp = pairs["memstream"]
+        result["two_workers"] = mp.as_dict()
+        if "quix" in pairs:
+            result["quix_two_workers"] = pairs["quix"].as_dict()
         result["spreads"] = {
             **{f"{k}_per_s": v.text() for k, v in rates.items()},
             **{f"{k}_cpu_us": v.text() for k, v in cpus.items()},
             **{f"{k}_broker_cpu_us": v.text() for k, v in brokers.items()},
-            "one_worker_broker_cpu_us": one_broker.text(),
-            "two_workers_broker_cpu_us": two_broker.text(),
             **{f"{k}_start_s": v.text(".2f") for k, v in starts.items()},
-            "two_workers_per_s": two.text(), "two_workers_cpu_us": two_cpu.text(),
-            "one_worker_per_s": one.text(), "one_worker_cpu_us": one_cpu.text(),
-            "pair_ratios": Spread(pair_ratios).text(".2f"),
+            **mp.spreads(""),
+            **(pairs["quix"].spreads("quix_") if "quix" in pairs else {}),
             "aiokafka_copy_per_s": aio.text()}
         # Same work, checked: each system's memories account for every event it was given.
         result["coverage"] = {
@@ -266,9 +261,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["ratios"] = {
             "vs_quix": (rates["memstream"].median / rates["quix"].median
                         if "quix" in rates else None),
-            "two_vs_one": statistics.median(pair_ratios) if pair_ratios else None,
-            "cpu_ceiling_two_vs_one": cpu_ceiling(os.cpu_count() or 1, one_cpu, one_broker,
-                                                  one)}
+            "two_vs_one": statistics.median(mp.ratios) if mp.ratios else None,
+            "quix_two_vs_one": (statistics.median(pairs["quix"].ratios)
+                                if "quix" in pairs and pairs["quix"].ratios else None),
+            "cpu_ceiling_two_vs_one": cpu_ceiling(os.cpu_count() or 1, mp.one_cpu,
+                                                  mp.one_broker, mp.one)}
     finally:
         for system in systems:
             system.stop()
@@ -286,6 +283,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
     result["loadavg_end"] = os.getloadavg()
     return result
+
+
+WARM_UP_EVENTS = 300  # the peer's warm-up pass after a rebalance (its state restored)
+
+
+class Pairs:
+    """One system's 2-worker pairs: a pass on one worker, then one on two."""
+
+    def __init__(self) -> None:
+        self.one, self.two = Spread(), Spread()
+        self.one_cpu, self.two_cpu = Spread(), Spread()
+        self.one_broker, self.two_broker = Spread(), Spread()
+        self.ratios: list[float] = []
+        self.transactions: list[int | None] = []
+
+    def run(self, system: System, writer: InputWriter, records: Callable[[], Encoded],
+            timeout_s: float, ready: Callable[[System, float], None]) -> None:
+        """Time one pair; ``ready(system, since)`` waits out each rebalance."""
+        single = timed_pass(system, writer, records(), timeout_s)
+        change = time.time()
+        system.spawn(1)
+        wait_members(system, 2, timeout_s)
+        ready(system, change)
+        double = timed_pass(system, writer, records(), timeout_s)
+        change = time.time()
+        system.stop(1)
+        wait_members(system, 1, timeout_s)
+        ready(system, change)
+        self.one.values.append(single.per_s)
+        self.one_cpu.values.append(single.cpu_us)
+        self.two.values.append(double.per_s)
+        self.two_cpu.values.append(double.cpu_us)
+        self.one_broker.values.append(single.broker_cpu_us)
+        self.two_broker.values.append(double.broker_cpu_us)
+        self.transactions.append(double.transactions)
+        self.ratios.append(double.per_s / single.per_s)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The pairs' values, for the JSON line."""
+        return {"one_per_s": self.one.values, "one_cpu_us": self.one_cpu.values,
+                "per_s": self.two.values, "cpu_us": self.two_cpu.values,
+                "pair_ratios": self.ratios, "transactions": self.transactions,
+                "one_broker_cpu_us": self.one_broker.values,
+                "broker_cpu_us": self.two_broker.values}
+
+    def spreads(self, prefix: str) -> dict[str, str]:
+        """min / median / max of each, for the table."""
+        return {f"{prefix}one_worker_per_s": self.one.text(),
+                f"{prefix}one_worker_cpu_us": self.one_cpu.text(),
+                f"{prefix}two_workers_per_s": self.two.text(),
+                f"{prefix}two_workers_cpu_us": self.two_cpu.text(),
+                f"{prefix}one_worker_broker_cpu_us": self.one_broker.text(),
+                f"{prefix}two_workers_broker_cpu_us": self.two_broker.text(),
+                f"{prefix}pair_ratios": Spread(self.ratios).text(".2f")}
 
 
 def cpu_ceiling(cpus: int, worker_us: Spread, broker_us: Spread, per_s: Spread) -> float | None:
@@ -315,6 +366,7 @@ def print_table(r: dict[str, Any]) -> None:
     print("|---|---|---|---|")
     vs = f"{ra['vs_quix']:.2f}" if ra["vs_quix"] else ""
     two = f"{ra['two_vs_one']:.2f}" if ra["two_vs_one"] else ""
+    quix_two = f"{ra['quix_two_vs_one']:.2f}" if ra.get("quix_two_vs_one") else ""
     tx1, tx2 = r["memstream_transactions"], r["two_workers"]["transactions"]
     rows = [
         ("memstream score+dedupe, events/s", sp["memstream_per_s"], vs, f">= {TARGET_VS_QUIX}"),
@@ -330,6 +382,13 @@ def print_table(r: dict[str, Any]) -> None:
         ("2-worker pairs: CPU µs/event, 2 workers", sp["two_workers_cpu_us"], "", ""),
         ("2-worker pairs: broker CPU µs/event, 1 / 2 workers",
          f"{sp['one_worker_broker_cpu_us']} / {sp['two_workers_broker_cpu_us']}", "", ""),
+        ("Quix 2-worker pairs: 1 worker / 2 workers, events/s",
+         f"{sp.get('quix_one_worker_per_s', '—')} / {sp.get('quix_two_workers_per_s', '—')}",
+         "", ""),
+        ("Quix 2-worker pairs: 2 ÷ 1 per pair", sp.get("quix_pair_ratios", "—"), quix_two, ""),
+        ("Quix 2-worker pairs: CPU µs/event, 1 / 2 workers",
+         f"{sp.get('quix_one_worker_cpu_us', '—')} / {sp.get('quix_two_workers_cpu_us', '—')}",
+         "", ""),
         ("2 ÷ 1 the CPUs allow (CPUs ÷ (worker + broker) µs ÷ 1-worker rate)", "",
          f"{ra['cpu_ceiling_two_vs_one']:.2f}" if ra.get("cpu_ceiling_two_vs_one") else "",
          ""),
