@@ -8,14 +8,15 @@ effects stay on the same partition number at every hop. The gate walks the hops:
 1. the app's consumer group (``app_id``: the worker) has committed an offset past the
    token on its topic: the event was processed, and its outputs (scored.v1) were
    committed in the same transaction;
-2. for the next topic (scored.v1, and transcripts.v1 after voice.v1) take its end offset
-   *now*, which lies above those outputs, and wait until the group has consumed every
-   committed data record below it (the committed offset may stop short of the end by
-   transaction markers, so the check reads the log from the committed offset with
-   read_committed and looks for a data record before the end);
-3. take the end offsets of memories.v1 and summaries.v1 and wait until the replica has
-   applied them (summaries come from the same transactions); for memories.v1, every
-   committed record below it.
+2. for the next topic (scored.v1, and transcripts.v1 after voice.v1) take its high
+   watermark *now*, which lies above those outputs (the stable end may not yet: the
+   transaction's markers reach its partitions one by one), and wait until the group has
+   consumed every committed data record below it (the committed offset may stop short of
+   the end by transaction markers, so the check reads the log from the committed offset
+   with read_committed and looks for a data record before the end);
+3. take the high watermarks of memories.v1 and summaries.v1 and wait until the replica
+   has applied every committed record below them (summaries come from the same
+   transactions).
 
 A token on commands.v1 (what DELETE returns) waits for steps 1 and 3; one on memories.v1
 or summaries.v1 itself waits for step 3 only.
@@ -171,7 +172,7 @@ class OffsetSource(Protocol):
         ...
 
     def end(self, topic: str, partition: int, timeout: float) -> int:
-        """The partition's end offset now."""
+        """The partition's high watermark now (records of open transactions included)."""
         ...
 
     def no_data_between(self, topic: str, partition: int, start: int, end: int,
@@ -191,12 +192,21 @@ class OffsetSource(Protocol):
 class KafkaOffsets:
     """The gate's broker reads: one consumer for the worker group's offsets (never joins the
     group; its reads are thread-safe), and a small pool of read_committed probes, one per
-    check thread, so no check waits on another's lock."""
+    check thread, so no check waits on another's lock.
+
+    The offsets consumer reads ``read_uncommitted``, so :meth:`end` is the high watermark,
+    not the last stable offset. A transaction's commit markers reach its partitions one by
+    one: the group's offsets may already show it committed while the marker on memories.v1
+    is still on its way, and the stable end there still lies *below* the transaction's
+    records. A wait up to that end passed with the records unapplied (a DELETE answered
+    ``applied`` while recall still found the memory). The high watermark includes them;
+    the read_committed probe then waits for their marker."""
 
     def __init__(self, settings: Settings, probes: int = _CHECK_THREADS) -> None:
         self._base = {**settings.kafka_client_config(), "log_level": 3,
                       "enable.auto.commit": False}
-        self._group = Consumer({**self._base, "group.id": settings.app_id})
+        self._group = Consumer({**self._base, "group.id": settings.app_id,
+                                "isolation.level": "read_uncommitted"})
         self._probes: queue.SimpleQueue[Consumer] = queue.SimpleQueue()
         self._made = 0
         self._max = probes
@@ -208,6 +218,7 @@ class KafkaOffsets:
         return max(tp.offset, 0)
 
     def end(self, topic: str, partition: int, timeout: float) -> int:
+        """The high watermark: every record written, committed or not (see the class)."""
         _low, high = self._group.get_watermark_offsets(
             TopicPartition(topic, partition), timeout=timeout, cached=False)
         return int(high)
