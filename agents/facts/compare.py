@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agents.facts.slots import NOT_NAMES, Slot, Token, slots_of, tokens
@@ -81,11 +83,9 @@ def compare_facts(old: str, new: str) -> FactComparison:
     same kind that ``old`` does not contain: "on Friday" -> "on Tuesday" conflicts,
     "on Friday" -> "on Friday at 3pm" adds a detail and does not.
     """
-    # Each text is tokenized once (this runs on memorize's hot path).
-    old_tokens, new_tokens = tokens(old), tokens(new)
-    old_slots, new_slots = slots_of(old_tokens), slots_of(new_tokens)
-    same_frame = _frame(old_tokens, old_slots) == _frame(new_tokens, new_slots)
-    swapped = _swapped_kind(old_slots, new_slots) if same_frame else None
+    a, b = _analysed(old), _analysed(new)
+    old_tokens, new_tokens, old_slots, new_slots = a.tokens, b.tokens, a.slots, b.slots
+    swapped = _swapped_kind(old_slots, new_slots) if a.frame == b.frame else None
     if swapped is not None:
         return FactComparison(Verdict.SUPERSEDES, swapped, same_frame=True)
     # The word alignment is quadratic in the worst case: long texts skip it (a memory of
@@ -94,12 +94,10 @@ def compare_facts(old: str, new: str) -> FactComparison:
     modifier = _swapped_modifier(old_tokens, new_tokens, old_slots, new_slots) if short else None
     if modifier is not None:
         return FactComparison(Verdict.DISTINCT, "modifier", *modifier)
-    old_words = _word_set(old_tokens, old_slots)
-    new_words = _word_set(new_tokens, new_slots)
     for kind in _kinds_in_order(old_slots):
         family = _FAMILY.get(kind, {kind})
-        gone = [s for s in old_slots if s.kind == kind and s.value not in new_words]
-        came = [s for s in new_slots if s.kind in family and s.value not in old_words]
+        gone = [s for s in old_slots if s.kind == kind and s.value not in b.words]
+        came = [s for s in new_slots if s.kind in family and s.value not in a.words]
         if not gone or not came:
             continue
         changed = came[0]
@@ -108,15 +106,47 @@ def compare_facts(old: str, new: str) -> FactComparison:
         if kind in NAME_KINDS and _is_subject(new_tokens, changed) \
                 or _is_question(old_tokens) or _is_question(new_tokens):
             return FactComparison(Verdict.DISTINCT, kind, gone[0].value, changed.value)
-        return FactComparison(Verdict.SUPERSEDES, kind, gone[0].value, changed.value, same_frame)
+        return FactComparison(Verdict.SUPERSEDES, kind, gone[0].value, changed.value,
+                              a.frame == b.frame)
     return FactComparison(Verdict.SAME)
 
 
-def _is_question(toks: list[Token]) -> bool:
+@dataclass(frozen=True)
+class _Analysis:
+    """What ``compare_facts`` reads of one text (immutable: shared through the cache)."""
+
+    tokens: tuple[Token, ...]
+    slots: tuple[Slot, ...]
+    frame: tuple[str, ...]
+    words: frozenset[str]
+
+
+# memorize compares a new text with each memory it is near, and a memory with each text
+# near it: the same texts come back batch after batch. Short ones (one fact, the usual
+# memory) keep their analysis; at most _CACHED × ~50 tokens, a few MB.
+_CACHED_CHARS = 256
+_CACHED = 2048
+
+
+def _analyse(text: str) -> _Analysis:
+    toks = tokens(text)
+    slots = slots_of(toks)
+    return _Analysis(tuple(toks), tuple(slots), tuple(_frame(toks, slots)),
+                     frozenset(_word_set(toks, slots)))
+
+
+_analyse_cached = functools.lru_cache(maxsize=_CACHED)(_analyse)
+
+
+def _analysed(text: str) -> _Analysis:
+    return _analyse_cached(text) if len(text) <= _CACHED_CHARS else _analyse(text)
+
+
+def _is_question(toks: Sequence[Token]) -> bool:
     return bool(toks) and (toks[-1].raw == "?" or toks[0].low in _QUESTION_WORDS)
 
 
-def _kinds_in_order(slots: list[Slot]) -> list[str]:
+def _kinds_in_order(slots: Sequence[Slot]) -> list[str]:
     kinds: list[str] = []
     for slot in slots:
         if slot.kind not in kinds:
@@ -124,7 +154,7 @@ def _kinds_in_order(slots: list[Slot]) -> list[str]:
     return kinds
 
 
-def _word_set(toks: list[Token], slots: list[Slot]) -> set[str]:
+def _word_set(toks: Sequence[Token], slots: Sequence[Slot]) -> set[str]:
     """Every canonical slot value and every plain word of a text, for "does the other
     text say this anywhere" checks."""
     words = {s.value for s in slots}
@@ -135,7 +165,7 @@ def _word_set(toks: list[Token], slots: list[Slot]) -> set[str]:
     return words
 
 
-def _is_subject(toks: list[Token], slot: Slot) -> bool:
+def _is_subject(toks: Sequence[Token], slot: Slot) -> bool:
     """Whether the name at ``slot`` is followed (within a few words) by a predicate:
     "Alice's laptop runs ...", "db1.internal is the primary"."""
     for tok in toks[slot.end : slot.end + 4]:
@@ -146,7 +176,7 @@ def _is_subject(toks: list[Token], slot: Slot) -> bool:
     return False
 
 
-def _swapped_kind(old_slots: list[Slot], new_slots: list[Slot]) -> str | None:
+def _swapped_kind(old_slots: Sequence[Slot], new_slots: Sequence[Slot]) -> str | None:
     """A kind whose values are the same but in another order ("Alice owns billing, Bob
     owns auth" -> "Bob owns billing, Alice owns auth")."""
     for kind in _kinds_in_order(old_slots):
@@ -157,14 +187,15 @@ def _swapped_kind(old_slots: list[Slot], new_slots: list[Slot]) -> str | None:
     return None
 
 
-def _frame(toks: list[Token], slots: list[Slot]) -> list[str]:
+def _frame(toks: Sequence[Token], slots: Sequence[Slot]) -> list[str]:
     """The words of a text that are not slots: what stays when only values change."""
     in_slot = {i for s in slots for i in range(s.position, s.end)}
     return [t.low for i, t in enumerate(toks) if i not in in_slot and t.kind != "punct"]
 
 
 def _swapped_modifier(
-    a_tokens: list[Token], b_tokens: list[Token], old_slots: list[Slot], new_slots: list[Slot]
+    a_tokens: Sequence[Token], b_tokens: Sequence[Token], old_slots: Sequence[Slot],
+    new_slots: Sequence[Slot],
 ) -> tuple[str, str] | None:
     """A plain word (or two) before the same head word replaced by another: "the *auth*
     service" vs "the *billing* service", "my *son's* school" vs "my *daughter's* school".

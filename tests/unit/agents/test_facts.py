@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.facts import Action, Slot, Verdict, compare_facts, decide_near, extract_slots
+from agents.facts import Action, Slot, Verdict, compare, compare_facts, decide_near, extract_slots
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "facts"
 
@@ -157,6 +157,21 @@ def test_long_texts_are_compared_quickly() -> None:
     compare_facts(long_a, long_b)
     compare_facts(long_a + " on Tuesday", long_a)
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_analysis_cache_decides_as_the_uncached_analysis_and_holds_short_texts_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = pairs("value_changes") + pairs("lookalikes") + pairs("paraphrases")
+    rows += [["x " * 200 + "on Friday", "x " * 200 + "on Tuesday"]]  # over the cached length
+    both_ways = [(r[0], r[1]) for r in rows] + [(r[1], r[0]) for r in rows]
+    compare._analyse_cached.cache_clear()
+    cached = [compare_facts(a, b) for a, b in both_ways]
+    assert [compare_facts(a, b) for a, b in both_ways] == cached  # now all from the cache
+    short = {t for pair in both_ways for t in pair if len(t) <= compare._CACHED_CHARS}
+    assert compare._analyse_cached.cache_info().currsize == len(short) < compare._CACHED
+    monkeypatch.setattr(compare, "_analysed", compare._analyse)
+    assert [compare_facts(a, b) for a, b in both_ways] == cached
 
 
 def test_decisions_are_deterministic() -> None:
