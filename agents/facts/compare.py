@@ -138,6 +138,11 @@ def _analyse(text: str) -> _Analysis:
 _analyse_cached = functools.lru_cache(maxsize=_CACHED)(_analyse)
 
 
+def analysis_cache_clear() -> None:
+    """Forget the cached analyses (benchmarks measure a text's first sight with it)."""
+    _analyse_cached.cache_clear()
+
+
 def _analysed(text: str) -> _Analysis:
     return _analyse_cached(text) if len(text) <= _CACHED_CHARS else _analyse(text)
 

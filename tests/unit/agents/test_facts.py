@@ -165,7 +165,7 @@ def test_the_analysis_cache_decides_as_the_uncached_analysis_and_holds_short_tex
     rows = pairs("value_changes") + pairs("lookalikes") + pairs("paraphrases")
     rows += [["x " * 200 + "on Friday", "x " * 200 + "on Tuesday"]]  # over the cached length
     both_ways = [(r[0], r[1]) for r in rows] + [(r[1], r[0]) for r in rows]
-    compare._analyse_cached.cache_clear()
+    compare.analysis_cache_clear()
     cached = [compare_facts(a, b) for a, b in both_ways]
     assert [compare_facts(a, b) for a, b in both_ways] == cached  # now all from the cache
     short = {t for pair in both_ways for t in pair if len(t) <= compare._CACHED_CHARS}
