@@ -63,6 +63,15 @@ def broker_pid(settings: Settings) -> int | None:
     return _broker_pid(settings.state_dir)
 
 
+def broker_uptime(settings: Settings) -> float | None:
+    """Seconds since the local broker started (None when it does not run here)."""
+    pid = broker_pid(settings)
+    if pid is None:
+        return None
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / _CLK
+    return float(Path("/proc/uptime").read_text().split()[0]) - started
+
+
 def broker_cpu(settings: Settings) -> float:
     """The broker's CPU seconds so far (0 when it does not run on this machine)."""
     pid = broker_pid(settings)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
+
+import pytest
 
 from bench.peer_systems import _caught_up, start_phases
 from bench.peers import duplicates, tenant_spread
 from streams.common.partitioning import partition_for_tenant
+from streams.common.settings import load_settings
 from streams.sdk.events import TelemetryEvent
 
 
@@ -64,3 +70,21 @@ def test_repeats_are_new_events_in_new_interactions_unless_asked_to_reuse_them()
     assert not {e.interaction_id for e in fresh} & {"a", "b"}
     kept = duplicates(events, reuse_interactions=True)
     assert [e.interaction_id for e in kept] == ["a", "a", "b"]
+
+
+def test_broker_uptime_is_the_process_age_and_none_without_a_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bench.peer_systems as systems
+
+    settings = load_settings()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(1.2)
+        monkeypatch.setattr(systems, "broker_pid", lambda _s: child.pid)
+        assert 1.0 <= systems.broker_uptime(settings) < 10.0  # type: ignore[operator]
+        monkeypatch.setattr(systems, "broker_pid", lambda _s: None)
+        assert systems.broker_uptime(settings) is None
+    finally:
+        child.kill()
+        child.wait()
