@@ -44,8 +44,13 @@ Encoded = list[tuple[int, bytes, bytes]]  # (partition, key, value) per event
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all its threads (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / _CLK
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name (field 3, the state, is index 0)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 @functools.cache
@@ -68,7 +73,7 @@ def broker_uptime(settings: Settings) -> float | None:
     pid = broker_pid(settings)
     if pid is None:
         return None
-    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / _CLK
+    started = int(_stat_fields(pid)[19]) / _CLK
     return float(Path("/proc/uptime").read_text().split()[0]) - started
 
 

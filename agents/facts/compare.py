@@ -85,7 +85,8 @@ def compare_facts(old: str, new: str) -> FactComparison:
     """
     a, b = _analysed(old), _analysed(new)
     old_tokens, new_tokens, old_slots, new_slots = a.tokens, b.tokens, a.slots, b.slots
-    swapped = _swapped_kind(old_slots, new_slots) if a.frame == b.frame else None
+    same_frame = a.frame == b.frame
+    swapped = _swapped_kind(old_slots, new_slots) if same_frame else None
     if swapped is not None:
         return FactComparison(Verdict.SUPERSEDES, swapped, same_frame=True)
     # The word alignment is quadratic in the worst case: long texts skip it (a memory of
@@ -106,8 +107,7 @@ def compare_facts(old: str, new: str) -> FactComparison:
         if kind in NAME_KINDS and _is_subject(new_tokens, changed) \
                 or _is_question(old_tokens) or _is_question(new_tokens):
             return FactComparison(Verdict.DISTINCT, kind, gone[0].value, changed.value)
-        return FactComparison(Verdict.SUPERSEDES, kind, gone[0].value, changed.value,
-                              a.frame == b.frame)
+        return FactComparison(Verdict.SUPERSEDES, kind, gone[0].value, changed.value, same_frame)
     return FactComparison(Verdict.SAME)
 
 
